@@ -1,0 +1,1 @@
+"""The memory domain, free of MCP: models, the SQLite store, retrieval, extraction, LLM access."""

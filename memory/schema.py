@@ -1,0 +1,71 @@
+"""The database schema as a list of forward migrations, versioned by PRAGMA user_version.
+
+Migration N (1-based) brings a database from version N-1 to N. Never edit a released
+migration: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: memories, their history, and a full-text index kept in step by triggers.
+    """
+    CREATE TABLE memories (
+        id          INTEGER PRIMARY KEY,            -- internal; the FTS rowid
+        memory_id   TEXT NOT NULL UNIQUE,           -- public, opaque
+        user_id     TEXT NOT NULL,
+        memory      TEXT NOT NULL,
+        topics      TEXT NOT NULL DEFAULT '[]',     -- JSON array of lower-case strings
+        input       TEXT,
+        agent_id    TEXT,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX memories_by_user_time ON memories (user_id, created_at, id);
+
+    CREATE TABLE history (
+        event_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        memory_id   TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        operation   TEXT NOT NULL CHECK (operation IN ('add', 'update', 'delete', 'clear', 'restore')),
+        before      TEXT,                           -- JSON of the memory before, NULL for add
+        after       TEXT,                           -- JSON of the memory after, NULL for delete/clear
+        actor       TEXT NOT NULL,
+        reason      TEXT,
+        source      TEXT,
+        undoes      INTEGER REFERENCES history (event_id),
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX history_by_memory ON history (memory_id, event_id);
+    CREATE INDEX history_by_user ON history (user_id, event_id);
+
+    -- Topics are indexed as words beside the text, so "hobbies" finds a memory tagged hobbies.
+    CREATE VIRTUAL TABLE memories_fts USING fts5 (
+        memory, topics, content = 'memories', content_rowid = 'id', tokenize = 'porter unicode61'
+    );
+    CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+        INSERT INTO memories_fts (rowid, memory, topics) VALUES (new.id, new.memory, new.topics);
+    END;
+    CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+        INSERT INTO memories_fts (memories_fts, rowid, memory, topics)
+        VALUES ('delete', old.id, old.memory, old.topics);
+    END;
+    CREATE TRIGGER memories_fts_update AFTER UPDATE OF memory, topics ON memories BEGIN
+        INSERT INTO memories_fts (memories_fts, rowid, memory, topics)
+        VALUES ('delete', old.id, old.memory, old.topics);
+        INSERT INTO memories_fts (rowid, memory, topics) VALUES (new.id, new.memory, new.topics);
+    END;
+    """,
+    # 2: bearer tokens, stored as SHA-256 hashes; user_id NULL marks an admin token.
+    """
+    CREATE TABLE tokens (
+        token_id    TEXT PRIMARY KEY,               -- short public handle, for revoke and listing
+        token_hash  TEXT NOT NULL UNIQUE,
+        user_id     TEXT,
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        label       TEXT,
+        created_at  TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,559 @@
+"""The SQLite store: memories, their history, and keyword search, over aiosqlite.
+
+One `Store` per process, shared by every connection the server accepts. Writes go through a
+single writer connection, one `BEGIN IMMEDIATE` transaction per change (memory row, history
+event and full-text index together); reads use a second connection, which WAL lets run beside
+the writer. Validation happens before a transaction starts, so an error leaves the store as
+it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
+from .limits import Limits, now
+from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
+from .query import build_fts_query
+from .schema import MIGRATIONS
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+_MEMORY_COLUMNS = "m.id, m.memory_id, m.user_id, m.memory, m.topics, m.input, m.agent_id, m.created_at, m.updated_at"
+
+
+@dataclass(frozen=True)
+class Change:
+    """Who made a change and why, recorded with its history event."""
+
+    actor: Actor = "tool"
+    reason: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions every search and listing honours."""
+
+    topics: tuple[str, ...] = ()
+    created_after: str | None = None
+    created_before: str | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.topics:
+            marks = ", ".join("?" * len(self.topics))
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(m.topics) WHERE json_each.value IN ({marks}))")
+            params.extend(self.topics)
+        if self.created_after:
+            clauses.append("m.created_at >= ?")
+            params.append(self.created_after)
+        if self.created_before:
+            clauses.append("m.created_at < ?")
+            params.append(self.created_before)
+        return "".join(f" AND {c}" for c in clauses), params
+
+
+class Store:
+    """Memories of many users in one SQLite file; every method is scoped to one user."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self.path = path
+        self.limits = limits
+
+    # -- opening and closing ----------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        limits: Limits | None = None,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = 10_000,
+    ) -> Store:
+        """Open (creating and migrating as needed) the database at `path`."""
+        path = str(path)
+        if path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path, synchronous, busy_timeout_ms)
+        try:
+            await migrate(writer)
+            # An in-memory database exists only on its own connection, so it is read there too.
+            reader = writer if path == ":memory:" else await _connect(path, synchronous, busy_timeout_ms)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(writer, reader, path, limits or Limits())
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            if self._reader is not self._writer:
+                await self._reader.close()
+            await self._writer.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the writer connection; rolled back on any error."""
+        async with self._write_lock:
+            db = self._writer
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            else:
+                await db.execute("COMMIT")
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def add(
+        self,
+        user_id: str,
+        memory: str,
+        topics: Sequence[str] = (),
+        *,
+        input: str | None = None,
+        agent_id: str | None = None,
+        change: Change = Change(),
+    ) -> Memory:
+        text = self.limits.memory_text(memory)
+        topic_list = self.limits.topics(topics)
+        input = self.limits.input_text(input)
+        async with self.transaction() as db:
+            return await self._insert(db, user_id, text, topic_list, input, agent_id, change)
+
+    async def update(
+        self,
+        user_id: str,
+        memory_id: str,
+        *,
+        memory: str | None = None,
+        topics: Sequence[str] | None = None,
+        change: Change = Change(),
+    ) -> Memory:
+        if memory is None and topics is None:
+            raise InvalidArgument("memory", "give a new memory text, new topics, or both")
+        text = None if memory is None else self.limits.memory_text(memory)
+        topic_list = None if topics is None else self.limits.topics(topics)
+        async with self.transaction() as db:
+            return await self._update(db, user_id, memory_id, text, topic_list, change)
+
+    async def delete(self, user_id: str, memory_id: str, *, change: Change = Change()) -> None:
+        async with self.transaction() as db:
+            await self._delete(db, user_id, memory_id, "delete", change)
+
+    async def clear(self, user_id: str, *, change: Change = Change()) -> int:
+        """Delete every memory of one user (each recorded, so each can be undone)."""
+        async with self.transaction() as db:
+            rows = await _fetchall(db, f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ?", (user_id,))
+            stamp = now()
+            await db.executemany(
+                "INSERT INTO history (memory_id, user_id, operation, before, actor, reason, source, created_at)"
+                " VALUES (?, ?, 'clear', ?, ?, ?, ?, ?)",
+                [
+                    (m.memory_id, user_id, m.model_dump_json(), change.actor, change.reason, change.source, stamp)
+                    for m in map(_memory, rows)
+                ],
+            )
+            await db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            return len(rows)
+
+    async def purge(self, user_id: str) -> int:
+        """Forget a user entirely: memories and their history (the right to be forgotten). Not undoable."""
+        async with self.transaction() as db:
+            cursor = await db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            deleted = cursor.rowcount
+            await db.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            return deleted
+
+    async def undo(self, event_id: int, *, user_id: str | None = None, change: Change | None = None) -> HistoryEvent:
+        """Revert one recorded change, as a new change of its own. The memory must not have changed since."""
+        async with self.transaction() as db:
+            row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (event_id,))
+            if row is None or (user_id is not None and row["user_id"] != user_id):
+                raise EventNotFound(event_id, user_id)
+            event = _event(row)
+            change = change or Change(actor="undo")
+            change = Change(change.actor, change.reason or f"undo of event {event_id}", change.source)
+            current = await self._get(db, event.user_id, event.memory_id)
+            if event.after is not None and not _same(current, event.after):
+                raise CannotUndo(
+                    f"memory '{event.memory_id}' has changed since event {event_id}; "
+                    "undo its later events first (see its history)"
+                )
+            if event.after is None and current is not None:
+                raise CannotUndo(f"memory '{event.memory_id}' exists again; nothing to restore")
+            if event.before is None:  # an add (or restore) undone: remove it
+                new_id = await self._delete(db, event.user_id, event.memory_id, "delete", change, undoes=event_id)
+            elif event.after is None:  # a delete or clear undone: put it back as it was
+                new_id = await self._restore(db, event.before, change, undoes=event_id)
+            else:  # an update undone: set the earlier text and topics again
+                await self._update(
+                    db, event.user_id, event.memory_id, event.before.memory, event.before.topics, change, undoes=event_id
+                )
+                new_id = await _last_event_id(db)
+            row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (new_id,))
+            return _event(row)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, user_id: str, memory_id: str) -> Memory:
+        found = await self._get(self._reader, user_id, memory_id)
+        if found is None:
+            raise MemoryNotFound(memory_id, user_id)
+        return found
+
+    async def find(self, memory_id: str) -> Memory | None:
+        """A memory by id, whoever it belongs to (for trusted local callers only)."""
+        row = await _fetchone(self._reader, f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ?", (memory_id,))
+        return None if row is None else _memory(row)
+
+    async def count(self, user_id: str | None = None) -> int:
+        if user_id is None:
+            row = await _fetchone(self._reader, "SELECT count(*) AS n FROM memories", ())
+        else:
+            row = await _fetchone(self._reader, "SELECT count(*) AS n FROM memories WHERE user_id = ?", (user_id,))
+        return int(row["n"])
+
+    async def users(self) -> list[str]:
+        rows = await _fetchall(self._reader, "SELECT DISTINCT user_id FROM memories ORDER BY user_id", ())
+        return [r["user_id"] for r in rows]
+
+    async def list(
+        self, user_id: str, *, limit: int = 20, cursor: str | None = None, filters: Filters = Filters()
+    ) -> MemoryPage:
+        """Newest first, `limit` at a time; pass `next_cursor` back for the next page."""
+        where, params = filters.sql()
+        if cursor is not None:
+            created_at, row_id = _decode_cursor(cursor)
+            where += " AND (m.created_at, m.id) < (?, ?)"
+            params += [created_at, row_id]
+        rows = await _fetchall(
+            self._reader,
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ?{where}"
+            " ORDER BY m.created_at DESC, m.id DESC LIMIT ?",
+            (user_id, *params, limit + 1),
+        )
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+        return MemoryPage(memories=[_memory(r) for r in page], next_cursor=next_cursor)
+
+    async def by_time(
+        self, user_id: str, *, newest_first: bool, limit: int, filters: Filters = Filters()
+    ) -> list[ScoredMemory]:
+        """`last_n` / `first_n`: the score is 1.0 for the first result, falling by rank."""
+        where, params = filters.sql()
+        order = "DESC" if newest_first else "ASC"
+        rows = await _fetchall(
+            self._reader,
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ?{where}"
+            f" ORDER BY m.created_at {order}, m.id {order} LIMIT ?",
+            (user_id, *params, limit),
+        )
+        return [ScoredMemory(**_memory(r).model_dump(), score=1.0 / (i + 1)) for i, r in enumerate(rows)]
+
+    async def keyword(
+        self, user_id: str, query: str, *, limit: int, filters: Filters = Filters()
+    ) -> list[ScoredMemory]:
+        """FTS5 BM25 over text and topics; the score is BM25 negated, so higher is better."""
+        match = build_fts_query(query)
+        if match is None:
+            return []
+        where, params = filters.sql()
+        rows = await _fetchall(
+            self._reader,
+            f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, 1.0, 0.5) AS rank"
+            " FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid"
+            f" WHERE memories_fts MATCH ? AND m.user_id = ?{where}"
+            " ORDER BY rank, m.created_at DESC LIMIT ?",
+            (match, user_id, *params, limit),
+        )
+        return [ScoredMemory(**_memory(r).model_dump(), score=-float(r["rank"])) for r in rows]
+
+    async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
+        """Every recorded change of a memory, oldest first (restricted to `user_id` when given)."""
+        sql = "SELECT * FROM history WHERE memory_id = ?"
+        params: tuple[Any, ...] = (memory_id,)
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params += (user_id,)
+        rows = await _fetchall(self._reader, sql + " ORDER BY event_id", params)
+        return [_event(r) for r in rows]
+
+    async def user_history(self, user_id: str, *, limit: int = 100) -> list[HistoryEvent]:
+        rows = await _fetchall(
+            self._reader, "SELECT * FROM history WHERE user_id = ? ORDER BY event_id DESC LIMIT ?", (user_id, limit)
+        )
+        return [_event(r) for r in rows]
+
+    async def integrity_check(self) -> str:
+        row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
+        return str(row[0])
+
+    # -- inside a transaction ---------------------------------------------------------------
+
+    async def _get(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory | None:
+        row = await _fetchone(
+            db, f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?", (memory_id, user_id)
+        )
+        return None if row is None else _memory(row)
+
+    async def _insert(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        text: str,
+        topics: list[str],
+        input: str | None,
+        agent_id: str | None,
+        change: Change,
+    ) -> Memory:
+        stamp = now()
+        memory = Memory(
+            memory_id=_new_memory_id(),
+            user_id=user_id,
+            memory=text,
+            topics=topics,
+            input=input,
+            agent_id=agent_id,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        await _insert_row(db, memory)
+        await _record(db, memory.memory_id, user_id, "add", None, memory, change, stamp)
+        return memory
+
+    async def _update(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        memory_id: str,
+        text: str | None,
+        topics: list[str] | None,
+        change: Change,
+        undoes: int | None = None,
+    ) -> Memory:
+        before = await self._get(db, user_id, memory_id)
+        if before is None:
+            raise MemoryNotFound(memory_id, user_id)
+        stamp = now()
+        after = before.model_copy(
+            update={
+                "memory": before.memory if text is None else text,
+                "topics": before.topics if topics is None else topics,
+                "updated_at": stamp,
+            }
+        )
+        await db.execute(
+            "UPDATE memories SET memory = ?, topics = ?, updated_at = ? WHERE memory_id = ?",
+            (after.memory, json.dumps(after.topics), stamp, memory_id),
+        )
+        await _record(db, memory_id, user_id, "update", before, after, change, stamp, undoes)
+        return after
+
+    async def _delete(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        memory_id: str,
+        operation: Operation,
+        change: Change,
+        undoes: int | None = None,
+    ) -> int:
+        before = await self._get(db, user_id, memory_id)
+        if before is None:
+            raise MemoryNotFound(memory_id, user_id)
+        await db.execute("DELETE FROM memories WHERE memory_id = ?", (memory_id,))
+        return await _record(db, memory_id, user_id, operation, before, None, change, now(), undoes)
+
+    async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
+        await _insert_row(db, memory)
+        return await _record(db, memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
+
+
+# -- module helpers ---------------------------------------------------------------------------
+
+
+async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
+    # isolation_level=None: transactions are begun explicitly, so each change is exactly one.
+    db = await aiosqlite.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if path != ":memory:":
+        await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute(f"PRAGMA synchronous = {synchronous}")
+    await db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Bring the schema to the newest version; returns the version it was at."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        row = await _fetchone(db, "PRAGMA user_version", ())
+        version = int(row[0])
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database is at schema version {version}, newer than this memoir knows ({len(MIGRATIONS)}); "
+                "upgrade memoir-mcp"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+    return version
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
+
+async def _fetchone(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+    async with db.execute(sql, params) as cursor:
+        return await cursor.fetchone()
+
+
+async def _fetchall(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    async with db.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
+
+
+async def _insert_row(db: aiosqlite.Connection, memory: Memory) -> None:
+    await db.execute(
+        "INSERT INTO memories (memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            memory.memory_id,
+            memory.user_id,
+            memory.memory,
+            json.dumps(memory.topics),
+            memory.input,
+            memory.agent_id,
+            memory.created_at,
+            memory.updated_at,
+        ),
+    )
+
+
+async def _record(
+    db: aiosqlite.Connection,
+    memory_id: str,
+    user_id: str,
+    operation: Operation,
+    before: Memory | None,
+    after: Memory | None,
+    change: Change,
+    stamp: str,
+    undoes: int | None = None,
+) -> int:
+    cursor = await db.execute(
+        "INSERT INTO history (memory_id, user_id, operation, before, after, actor, reason, source, undoes, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            memory_id,
+            user_id,
+            operation,
+            None if before is None else before.model_dump_json(),
+            None if after is None else after.model_dump_json(),
+            change.actor,
+            change.reason,
+            change.source,
+            undoes,
+            stamp,
+        ),
+    )
+    return int(cursor.lastrowid)
+
+
+async def _last_event_id(db: aiosqlite.Connection) -> int:
+    row = await _fetchone(db, "SELECT max(event_id) FROM history", ())
+    return int(row[0])
+
+
+def _memory(row: sqlite3.Row) -> Memory:
+    return Memory(
+        memory_id=row["memory_id"],
+        user_id=row["user_id"],
+        memory=row["memory"],
+        topics=json.loads(row["topics"]),
+        input=row["input"],
+        agent_id=row["agent_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _event(row: sqlite3.Row) -> HistoryEvent:
+    return HistoryEvent(
+        event_id=row["event_id"],
+        memory_id=row["memory_id"],
+        user_id=row["user_id"],
+        operation=row["operation"],
+        before=None if row["before"] is None else Memory.model_validate_json(row["before"]),
+        after=None if row["after"] is None else Memory.model_validate_json(row["after"]),
+        actor=row["actor"],
+        reason=row["reason"],
+        source=row["source"],
+        undoes=row["undoes"],
+        created_at=row["created_at"],
+    )
+
+
+def _same(current: Memory | None, recorded: Memory) -> bool:
+    return (
+        current is not None
+        and current.memory == recorded.memory
+        and current.topics == recorded.topics
+        and current.updated_at == recorded.updated_at
+    )
+
+
+def _new_memory_id() -> str:
+    # 12 hex digits: short enough for a model to copy back, 2^48 values against collisions.
+    return secrets.token_hex(6)
+
+
+def _encode_cursor(created_at: str, row_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, row_id]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(created_at, str) or not isinstance(row_id, int):
+            raise ValueError
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidArgument(
+            "cursor", "is not a cursor this server made; pass next_cursor from the previous page, or omit it"
+        ) from None
+    return created_at, row_id

@@ -1,0 +1,51 @@
+"""Building the process's services and the one MCP server object."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from mcp.server.mcpserver import MCPServer
+
+import memoir
+from memoir import tools
+from memoir.memory.retrieval import Retriever
+from memoir.memory.store import Store
+from memoir.tools.context import AppContext, Caller
+from memoir.tools.guidance import INSTRUCTIONS
+
+from .settings import Settings
+
+
+async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) -> AppContext:
+    """Open the store and everything built on it; once per process, shared by every connection."""
+    settings.check()
+    store = await Store.open(settings.db_path, limits=settings.limits, synchronous=settings.synchronous)
+    return AppContext(store=store, retriever=Retriever(store), default_user_id=settings.user_id, caller=caller)
+
+
+async def close_app(app: AppContext) -> None:
+    await app.store.close()
+
+
+def build_server(app: AppContext) -> MCPServer[AppContext]:
+    """The MCP server: tools, resources and prompt over `app`.
+
+    The lifespan only hands out the already-open app: SSE runs it once per connection, and
+    the store must outlive connections.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+        yield app
+
+    server: MCPServer[AppContext] = MCPServer(
+        "memoir",
+        title="memoir - long-term memory about the user",
+        version=memoir.__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://pypi.org/project/memoir-mcp/",
+        lifespan=lifespan,
+    )
+    tools.register(server)
+    return server

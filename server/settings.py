@@ -1,0 +1,73 @@
+"""Configuration, from environment variables, overridden by CLI flags.
+
+| variable | default | meaning |
+|---|---|---|
+| MEMOIR_DB | <user data dir>/memoir.db | the SQLite database file (created on first run) |
+| MEMOIR_USER_ID | default | the user a call acts for when it names none (stdio, open HTTP) |
+| MEMOIR_SYNCHRONOUS | FULL | SQLite `synchronous`: FULL survives a power cut; NORMAL is faster and survives a crash of memoir but may lose the last writes on power loss |
+| MEMOIR_HOST / MEMOIR_PORT | 127.0.0.1 / 8765 | where SSE and streamable HTTP listen |
+| MEMOIR_LOG_LEVEL | WARNING | logging on stderr |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_dir
+
+from memoir.memory.limits import Limits
+from memoir.memory.store import Synchronous
+
+Transport = Literal["stdio", "sse", "http"]
+
+DEFAULT_PORT = 8765
+
+
+def default_db_path() -> Path:
+    return Path(user_data_dir("memoir", appauthor=False)) / "memoir.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path = field(default_factory=default_db_path)
+    user_id: str = "default"
+    synchronous: Synchronous = "FULL"
+    transport: Transport = "stdio"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    log_level: str = "WARNING"
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        settings = cls()
+        overrides: dict[str, object] = {}
+        if env.get("MEMOIR_DB"):
+            overrides["db_path"] = Path(env["MEMOIR_DB"]).expanduser()
+        if env.get("MEMOIR_USER_ID"):
+            overrides["user_id"] = env["MEMOIR_USER_ID"]
+        if env.get("MEMOIR_SYNCHRONOUS"):
+            overrides["synchronous"] = env["MEMOIR_SYNCHRONOUS"].upper()
+        if env.get("MEMOIR_HOST"):
+            overrides["host"] = env["MEMOIR_HOST"]
+        if env.get("MEMOIR_PORT"):
+            overrides["port"] = int(env["MEMOIR_PORT"])
+        if env.get("MEMOIR_LOG_LEVEL"):
+            overrides["log_level"] = env["MEMOIR_LOG_LEVEL"].upper()
+        return replace(settings, **overrides)
+
+    def with_overrides(self, **values: object) -> Settings:
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def check(self) -> None:
+        """Fail early, with the fix, on settings that cannot work."""
+        self.limits.user_id(self.user_id, "MEMOIR_USER_ID")
+        if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"MEMOIR_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {self.synchronous!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, not {self.port}")

@@ -1,0 +1,30 @@
+"""The MCP surface: one module per tool, plus resources and guidance. Thin adapters over memoir.memory."""
+
+from __future__ import annotations
+
+from mcp.server.mcpserver import MCPServer
+
+from . import (
+    add_memory,
+    clear_memories,
+    delete_memory,
+    guidance,
+    list_memories,
+    resources,
+    search_memories,
+    update_memory,
+)
+from .context import tool_errors
+
+TOOL_MODULES = (add_memory, update_memory, delete_memory, search_memories, list_memories, clear_memories)
+
+
+def register(server: MCPServer) -> None:
+    """Add every tool, resource and prompt to `server`."""
+    for module in TOOL_MODULES:
+        name = module.__name__.rsplit(".", 1)[-1]
+        server.add_tool(tool_errors(getattr(module, name)), name=name, annotations=module.ANNOTATIONS)
+    server.resource("memoir://users/{user_id}/memories", mime_type="application/json")(resources.user_memories)
+    server.resource("memoir://memories/{memory_id}", mime_type="application/json")(resources.memory)
+    server.resource("memoir://memories/{memory_id}/history", mime_type="application/json")(resources.memory_history)
+    server.prompt(name="remember", title="Remember the user")(guidance.remember)

@@ -1,0 +1,85 @@
+"""What every tool handler reaches for: the process's services and the caller's identity.
+
+The server builds one `AppContext` per process and hands it to the MCP lifespan; a handler
+gets it with `app_context(ctx)`. Identity rules live here so every tool and resource applies
+the same ones.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+from memoir.memory.errors import AccessDenied, MemoirError
+from memoir.memory.limits import Limits
+from memoir.memory.retrieval import Retriever
+from memoir.memory.store import Store
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is on the other end. `user_id` None means a trusted local connection (stdio, open loopback)."""
+
+    user_id: str | None = None
+    admin: bool = False
+
+    @property
+    def trusted(self) -> bool:
+        return self.user_id is None or self.admin
+
+
+@dataclass
+class AppContext:
+    store: Store
+    retriever: Retriever
+    default_user_id: str
+    caller: Callable[[], Caller] = field(default=Caller)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> Limits:
+        return self.store.limits
+
+    def user(self, requested: str | None) -> str:
+        """The user a call acts for: the one named, the token's, or the configured default."""
+        caller = self.caller()
+        if requested is not None:
+            requested = self.limits.user_id(requested)
+        if caller.trusted:
+            return requested or caller.user_id or self.default_user_id
+        if requested is not None and requested != caller.user_id:
+            raise AccessDenied(
+                f"user_id: this connection's token belongs to user '{caller.user_id}' and cannot act for "
+                f"'{requested}'; omit user_id, or use that user's token"
+            )
+        return caller.user_id  # type: ignore[return-value]
+
+    def may_read(self, user_id: str) -> bool:
+        caller = self.caller()
+        return caller.trusted or caller.user_id == user_id
+
+
+def app_context(ctx: Context) -> AppContext:
+    return ctx.request_context.lifespan_context
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Report the domain's typed errors to the model as tool errors, with their own text."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except MemoirError as exc:
+            raise ToolError(str(exc)) from exc
+
+    return wrapper

@@ -1,0 +1,31 @@
+"""What the calling model is taught: the server's instructions and the `remember` prompt.
+
+The habit is the seed's agentic memory: the agent itself keeps the memory current.
+"""
+
+from __future__ import annotations
+
+from mcp.server.mcpserver.prompts.base import UserMessage
+
+INSTRUCTIONS = """\
+memoir is your long-term memory about the user. Keep it current yourself:
+- Before answering anything that depends on the user (who they are, what they like, what they
+  told you before), call search_memories with a plain-words query.
+- When the user shares something lasting about themselves (name, preferences, plans, people,
+  places, work, health), call add_memory with one fact per memory, phrased so it stands on its
+  own ("Ava lives in San Francisco"), with a few short topics.
+- When a fact changes, call update_memory on the existing memory instead of adding a duplicate;
+  search first to find it.
+- When the user asks you to forget something, call delete_memory; only when they ask you to
+  forget everything, clear_memories(confirm=true).
+- To let memoir decide what to remember from a whole conversation, hand it to extract_memories
+  when that tool is available.
+Do not store passing chatter, secrets such as passwords, or facts about other people that the
+user did not share as part of their own life.
+"""
+
+
+def remember(conversation_topic: str = "") -> list[UserMessage]:
+    """How to use memoir's tools to remember the user across conversations."""
+    focus = f" Pay attention to what concerns {conversation_topic}." if conversation_topic else ""
+    return [UserMessage(INSTRUCTIONS + focus)]

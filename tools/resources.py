@@ -1,0 +1,56 @@
+"""Read-only views of the memory as MCP resources.
+
+On a trusted connection (stdio, open loopback) any user may be read; on an authenticated one
+only the token's user - another user's memory reads as not found, never as forbidden.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+from memoir.memory.errors import InvalidArgument
+
+from .context import app_context
+
+# A resource has no paging, so the user listing is capped; list_memories pages through the rest.
+USER_MEMORIES_CAP = 1_000
+
+
+async def user_memories(user_id: str, ctx: Context) -> str:
+    """Everything remembered about one user (the newest 1,000), as JSON."""
+    app = app_context(ctx)
+    try:
+        app.limits.user_id(user_id)
+    except InvalidArgument as exc:
+        raise ResourceNotFoundError(str(exc)) from None
+    if not app.may_read(user_id):
+        return json.dumps({"user_id": user_id, "memories": [], "truncated": False})
+    page = await app.store.list(user_id, limit=USER_MEMORIES_CAP)
+    return json.dumps(
+        {
+            "user_id": user_id,
+            "memories": [m.model_dump() for m in page.memories],
+            "truncated": page.next_cursor is not None,
+        }
+    )
+
+
+async def memory(memory_id: str, ctx: Context) -> str:
+    """One memory, as JSON."""
+    app = app_context(ctx)
+    found = await app.store.find(memory_id)
+    if found is None or not app.may_read(found.user_id):
+        raise ResourceNotFoundError(f"no memory '{memory_id}'")
+    return found.model_dump_json()
+
+
+async def memory_history(memory_id: str, ctx: Context) -> str:
+    """Every recorded change of one memory, oldest first: operation, before, after, actor, reason, time."""
+    app = app_context(ctx)
+    events = await app.store.history(memory_id)
+    if not events or not app.may_read(events[0].user_id):
+        raise ResourceNotFoundError(f"no history for memory '{memory_id}'")
+    return json.dumps({"memory_id": memory_id, "events": [e.model_dump() for e in events]})
