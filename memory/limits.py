@@ -53,7 +53,7 @@ class Limits:
         if len(text) > self.memory_max_chars:
             raise InvalidArgument(
                 field,
-                f"is {len(text)} characters, over the limit of {self.memory_max_chars}; "
+                f"is {len(text)} characters, over the limit of {self.memory_max_chars:,}; "
                 "shorten it or split it into several memories",
             )
         if _CONTROL.search(text):
@@ -88,7 +88,7 @@ class Limits:
         if len(value) > self.query_max_chars:
             raise InvalidArgument(
                 field,
-                f"is {len(value)} characters, over the limit of {self.query_max_chars}; ask with fewer words",
+                f"is {len(value)} characters, over the limit of {self.query_max_chars:,}; ask with fewer words",
             )
         if _has_lone_surrogate(value):
             raise InvalidArgument(field, "is not valid Unicode (lone surrogate); send UTF-8 text")
@@ -103,7 +103,7 @@ class Limits:
         if value is None:
             return None
         if len(value) > self.input_max_chars:
-            raise InvalidArgument(field, f"is {len(value)} characters, over the limit of {self.input_max_chars}")
+            raise InvalidArgument(field, f"is {len(value)} characters, over the limit of {self.input_max_chars:,}")
         return value
 
 

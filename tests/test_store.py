@@ -1,0 +1,177 @@
+"""The SQLite store on its own: schema, transactions, persistence, history and undo."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from memoir.memory.errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
+from memoir.memory.schema import SCHEMA_VERSION
+from memoir.memory.store import Change, Store
+
+
+@pytest.fixture
+async def store(db_path: Path):
+    store = await Store.open(db_path)
+    yield store
+    await store.close()
+
+
+def fts_rows(db_path: Path) -> list[tuple]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT rowid, memory FROM memories_fts ORDER BY rowid").fetchall()
+
+
+async def test_a_new_database_is_migrated_and_configured(store: Store, db_path: Path) -> None:
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
+    assert {"memories", "history", "memories_fts", "memories_fts_insert", "memories_fts_update"} <= tables
+    async with store._writer.execute("PRAGMA synchronous") as cur:
+        assert (await cur.fetchone())[0] == 2  # FULL
+    async with store._writer.execute("PRAGMA foreign_keys") as cur:
+        assert (await cur.fetchone())[0] == 1
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    added = await store.add("ava", "Ava likes to ski", ["hobbies"])
+    await store.close()
+    store = await Store.open(db_path)
+    try:
+        assert await store.get("ava", added.memory_id) == added
+        assert [m.memory_id for m in await store.keyword("ava", "ski", limit=5)] == [added.memory_id]
+    finally:
+        await store.close()
+
+
+async def test_a_database_from_a_newer_memoir_is_refused(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        await Store.open(db_path)
+
+
+async def test_the_full_text_index_follows_every_change(store: Store, db_path: Path) -> None:
+    a = await store.add("ava", "Ava likes to ski")
+    b = await store.add("ava", "Ava lives in San Francisco")
+    await store.update("ava", a.memory_id, memory="Ava likes to snowboard")
+    await store.delete("ava", b.memory_id)
+    assert [r[1] for r in fts_rows(db_path)] == ["Ava likes to snowboard"]
+    assert await store.keyword("ava", "ski", limit=5) == []
+    assert len(await store.keyword("ava", "snowboarding", limit=5)) == 1  # porter stemming
+    with sqlite3.connect(db_path) as db:
+        db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('integrity-check')")
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(store: Store, db_path: Path) -> None:
+    await store.add("ava", "first")
+    with pytest.raises(ZeroDivisionError):
+        async with store.transaction() as db:
+            await db.execute(
+                "INSERT INTO memories (memory_id, user_id, memory, created_at, updated_at) VALUES ('x', 'ava', 'half', '', '')"
+            )
+            1 / 0
+    assert await store.count() == 1
+    assert len(fts_rows(db_path)) == 1
+    await store.add("ava", "second")  # the writer is usable again
+    assert await store.count() == 2
+
+
+async def test_validation_happens_before_any_write(store: Store) -> None:
+    with pytest.raises(InvalidArgument, match="memory"):
+        await store.add("ava", "")
+    with pytest.raises(MemoryNotFound):
+        await store.update("ava", "nope", memory="x")
+    assert await store.count() == 0
+    assert await store.user_history("ava") == []
+
+
+async def test_concurrent_writes_are_serialised_and_all_kept(store: Store) -> None:
+    await asyncio.gather(*(store.add(f"user{i % 3}", f"fact {i}") for i in range(60)))
+    assert await store.count() == 60
+    assert sorted([await store.count(f"user{i}") for i in range(3)]) == [20, 20, 20]
+    assert await store.integrity_check() == "ok"
+
+
+async def test_undo_reverts_update_delete_clear_and_add(store: Store) -> None:
+    memory = await store.add("ava", "Ava lives in San Francisco", ["home"])
+    updated = await store.update("ava", memory.memory_id, memory="Ava lives in Denver")
+    update_event = (await store.history(memory.memory_id))[-1]
+    assert update_event.operation == "update"
+
+    undo = await store.undo(update_event.event_id)
+    assert undo.operation == "update" and undo.actor == "undo" and undo.undoes == update_event.event_id
+    assert (await store.get("ava", memory.memory_id)).memory == "Ava lives in San Francisco"
+    assert (await store.get("ava", memory.memory_id)).updated_at > updated.updated_at
+
+    await store.delete("ava", memory.memory_id)
+    delete_event = (await store.history(memory.memory_id))[-1]
+    restored = await store.undo(delete_event.event_id)
+    assert restored.operation == "restore"
+    back = await store.get("ava", memory.memory_id)
+    assert back.memory == "Ava lives in San Francisco" and back.created_at == memory.created_at
+    assert len(await store.keyword("ava", "francisco", limit=5)) == 1
+
+    await store.clear("ava")
+    clear_event = (await store.history(memory.memory_id))[-1]
+    assert clear_event.operation == "clear"
+    await store.undo(clear_event.event_id)
+    assert await store.count("ava") == 1
+
+    other = await store.add("ava", "Ava likes to ski")
+    add_event = (await store.history(other.memory_id))[0]
+    await store.undo(add_event.event_id)
+    with pytest.raises(MemoryNotFound):
+        await store.get("ava", other.memory_id)
+    assert [e.operation for e in await store.history(memory.memory_id)] == [
+        "add", "update", "update", "delete", "restore", "clear", "restore",
+    ]
+
+
+async def test_undo_refuses_when_the_memory_changed_since(store: Store) -> None:
+    memory = await store.add("ava", "v1")
+    await store.update("ava", memory.memory_id, memory="v2")
+    await store.update("ava", memory.memory_id, memory="v3")
+    first_update = (await store.history(memory.memory_id))[1]
+    with pytest.raises(CannotUndo, match="changed since"):
+        await store.undo(first_update.event_id)
+    assert (await store.get("ava", memory.memory_id)).memory == "v3"
+    with pytest.raises(EventNotFound):
+        await store.undo(999_999)
+    with pytest.raises(EventNotFound):
+        await store.undo(first_update.event_id, user_id="bob")
+
+
+async def test_purge_forgets_memories_and_history_of_one_user(store: Store) -> None:
+    ava = await store.add("ava", "Ava likes to ski")
+    bob = await store.add("bob", "Bob likes chess")
+    await store.update("ava", ava.memory_id, memory="Ava likes to snowboard")
+    assert await store.purge("ava") == 1
+    assert await store.history(ava.memory_id) == []
+    assert await store.count("ava") == 0
+    assert len(await store.history(bob.memory_id)) == 1
+    with sqlite3.connect(store.path) as db:
+        dump = "\n".join(db.iterdump())
+    assert "snowboard" not in dump and "Ava likes to ski" not in dump
+
+
+async def test_in_memory_database_works(tmp_path: Path) -> None:
+    store = await Store.open(":memory:")
+    try:
+        await store.add("ava", "Ava likes to ski")
+        assert len(await store.keyword("ava", "ski", limit=3)) == 1
+    finally:
+        await store.close()
+
+
+async def test_change_records_actor_reason_and_source(store: Store) -> None:
+    memory = await store.add(
+        "ava", "Ava likes to ski", change=Change(actor="extraction", reason="user said so", source="I ski")
+    )
+    event = (await store.history(memory.memory_id))[0]
+    assert (event.actor, event.reason, event.source) == ("extraction", "user said so", "I ski")
