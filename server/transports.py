@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -45,4 +47,19 @@ async def run_http(server: MCPServer, settings: Settings) -> None:
     path = "/sse" if settings.transport == "sse" else "/mcp"
     print(f"memoir: serving {settings.transport} on http://{host}:{port}{path}", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await _Server(config).serve(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGTERM/SIGINT once it has shut down.
+
+    uvicorn re-raises the captured signal after its graceful shutdown: SIGTERM then killed the
+    process before `memoir serve` closed the store, and SIGINT hung in the KeyboardInterrupt it
+    raised. Returning normally lets the caller close the store and exit 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
