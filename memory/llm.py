@@ -9,9 +9,12 @@ Providers:
   client (forced ``tool_choice``). Retries 408/409/429/5xx/529, connection errors and timeouts
   with the SDK's own exponential back-off (``max_retries``; a ``retry-after`` header is obeyed);
   what still fails becomes a typed :class:`LLMError`.
-- :class:`CallbackProvider` — adapts a text-only completion function (the server layer passes
-  one that does MCP sampling through the client's model) by asking for the tool input as a JSON
-  object in the reply and parsing it.
+- :class:`CallbackProvider` — adapts a text-only completion function by asking for the tool
+  input as a JSON object in the reply and parsing it. It needs a function it can await
+  mid-call: MCP push-style sampling (``ctx.session.create_message``) is one, but only on
+  2025-11-25-era connections. For sampling in both eras the MCP layer uses ``Resolve(...)``
+  resolvers returning ``Sample`` and the same three pieces: :func:`json_tool_system`,
+  :func:`flatten_messages` (the prompt) and :func:`tool_input_from_text` (the parse).
 
 Messages are Anthropic-style dicts: ``{"role": "user" | "assistant", "content": str | [blocks]}``.
 
@@ -46,8 +49,11 @@ __all__ = [
     "LLMUnavailable",
     "ToolSpec",
     "Usage",
-    "extract_json_object",
     "NO_PROVIDER_MESSAGE",
+    "extract_json_object",
+    "flatten_messages",
+    "json_tool_system",
+    "tool_input_from_text",
 ]
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -311,23 +317,44 @@ class CallbackProvider:
     async def call_tool(
         self, *, system: str, messages: list[dict[str, Any]], tool: ToolSpec, max_tokens: int
     ) -> LLMReply:
-        instructions = _JSON_INSTRUCTIONS.format(
-            name=tool.name,
-            description=tool.description,
-            schema=json.dumps(tool.input_schema, separators=(",", ":")),
-        )
-        full_system = f"{system}\n\n{instructions}" if system else instructions
-        out = await self._complete(full_system, [_flatten(m) for m in messages], max_tokens)
+        out = await self._complete(json_tool_system(system, tool), flatten_messages(messages), max_tokens)
         done = out if isinstance(out, Completion) else Completion(text=str(out))
         self.calls += 1
         self.usage = self.usage + done.usage
-        obj = extract_json_object(done.text)
-        if obj is None:
-            raise LLMBadOutput(
-                f"the model's reply holds no JSON object for the tool {tool.name!r}: {_clip(done.text)!r}",
-                raw_text=done.text,
-            )
-        return LLMReply(tool_input=obj, text=done.text, usage=done.usage, model=done.model, stop_reason=None)
+        tool_input = tool_input_from_text(done.text, tool)
+        return LLMReply(tool_input=tool_input, text=done.text, usage=done.usage, model=done.model)
+
+
+# The three pieces CallbackProvider is made of, public so that the MCP layer can run the same
+# protocol as `Resolve(...)` resolvers returning `Sample` (which, in the 2026-07-28 era, cannot
+# await a completion mid-call: the prompt is returned, the answer arrives in a later round).
+
+
+def json_tool_system(system: str, tool: ToolSpec) -> str:
+    """``system`` plus the instruction to answer with only the JSON input of ``tool``.
+    Deterministic (same inputs, same text), as a 2026-07-28 sampling round requires."""
+    instructions = _JSON_INSTRUCTIONS.format(
+        name=tool.name,
+        description=tool.description,
+        schema=json.dumps(tool.input_schema, separators=(",", ":"), sort_keys=True),
+    )
+    return f"{system}\n\n{instructions}" if system else instructions
+
+
+def flatten_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Anthropic-style messages -> ``[{"role", "content": str}]`` (text blocks joined)."""
+    return [_flatten(m) for m in messages]
+
+
+def tool_input_from_text(text: str, tool: ToolSpec) -> dict[str, Any]:
+    """The JSON object a text-only model gave as ``tool``'s input; :class:`LLMBadOutput` if none."""
+    obj = extract_json_object(text)
+    if obj is None:
+        raise LLMBadOutput(
+            f"the model's reply holds no JSON object for the tool {tool.name!r}: {_clip(text)!r}",
+            raw_text=text,
+        )
+    return obj
 
 
 def _flatten(message: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ Usage numbers are deterministic: ``input_tokens = len(json of system+messages+to
 
 As a pytest fixture::
 
-    from fake_anthropic import fake_anthropic, tool_use   # noqa: F401  (fixture import)
+    from tests.fake_anthropic import fake_anthropic, tool_use  # noqa: F401  (fixture import)
 
     async def test_x(fake_anthropic):
         fake_anthropic.push(tool_use({"ok": True}))
@@ -276,7 +276,9 @@ class FakeAnthropic:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-anthropic", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-anthropic", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anthropic
 import pytest
-from fake_anthropic import (  # noqa: F401  (fake_anthropic is a fixture)
+from tests.fake_anthropic import (  # noqa: F401  (fake_anthropic is a fixture)
     FakeAnthropic,
     RecordedRequest,
     delay,
@@ -38,6 +40,8 @@ from memoir.memory.llm import (
     ToolSpec,
     Usage,
     extract_json_object,
+    json_tool_system,
+    tool_input_from_text,
 )
 
 TOOL = ToolSpec(
@@ -62,11 +66,25 @@ SYSTEM = "You maintain a user's long-term memories."
 MESSAGES = [{"role": "user", "content": "I moved to Lisbon last month."}]
 OPS = {"operations": [{"op": "add", "memory": "Lives in Lisbon"}]}
 
+Fake = FakeAnthropic
+Make = Callable[..., AnthropicProvider]
 
-def provider(fake: FakeAnthropic, **kw) -> AnthropicProvider:
-    kw.setdefault("timeout", 2.0)
-    kw.setdefault("max_retries", 2)
-    return AnthropicProvider("sk-test-key", base_url=fake.url, **kw)
+
+@pytest.fixture
+async def provider(fake_anthropic: Fake) -> AsyncIterator[Make]:
+    """Builds AnthropicProviders aimed at the fake server; closes them after the test."""
+    made: list[AnthropicProvider] = []
+
+    def make(**kw: Any) -> AnthropicProvider:
+        kw.setdefault("base_url", fake_anthropic.url)
+        kw.setdefault("timeout", 2.0)
+        kw.setdefault("max_retries", 2)
+        made.append(AnthropicProvider("sk-test-key", **kw))
+        return made[-1]
+
+    yield make
+    for p in made:
+        await p.aclose()
 
 
 async def call(p: LLMProvider, messages=MESSAGES, max_tokens: int = 512):
@@ -76,10 +94,11 @@ async def call(p: LLMProvider, messages=MESSAGES, max_tokens: int = 512):
 # --------------------------------------------------------------------------- happy path
 
 
-async def test_request_shape_reply_and_usage(fake_anthropic: FakeAnthropic) -> None:
+async def test_request_shape_reply_and_usage(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(tool_use(OPS))
-    p = provider(fake_anthropic, model="claude-test-model")
+    p = provider(model="claude-test-model")
     assert isinstance(p, LLMProvider)
+    assert p.base_url == fake_anthropic.url
 
     reply = await call(p)
 
@@ -90,7 +109,8 @@ async def test_request_shape_reply_and_usage(fake_anthropic: FakeAnthropic) -> N
     assert fake_anthropic.problems == []
     [req] = fake_anthropic.requests
     assert (req.method, req.path) == ("POST", "/v1/messages")
-    assert req.headers["x-api-key"] == "sk-test-key"
+    # anthropic 2.14 sends the key as a bearer token; older SDKs used x-api-key. Either is the key.
+    assert req.headers.get("authorization") == "Bearer sk-test-key" or req.headers.get("x-api-key") == "sk-test-key"
     assert "anthropic-version" in req.headers
     body = req.body
     assert body["model"] == "claude-test-model"
@@ -101,12 +121,11 @@ async def test_request_shape_reply_and_usage(fake_anthropic: FakeAnthropic) -> N
         {"name": TOOL.name, "description": TOOL.description, "input_schema": TOOL.input_schema}
     ]
     assert body["tool_choice"] == {"type": "tool", "name": TOOL.name}
-    await p.aclose()
 
 
-async def test_default_model_and_running_usage_total(fake_anthropic: FakeAnthropic) -> None:
+async def test_default_model_and_running_usage_total(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(tool_use(OPS), tool_use(OPS))
-    p = provider(fake_anthropic)
+    p = provider()
     r1 = await call(p)
     longer = [{"role": "user", "content": "I moved to Lisbon last month. " * 50}]
     r2 = await call(p, messages=longer)
@@ -118,13 +137,13 @@ async def test_default_model_and_running_usage_total(fake_anthropic: FakeAnthrop
     assert p.usage.total_tokens == p.usage.input_tokens + p.usage.output_tokens
 
 
-async def test_responder_hook_sees_each_request(fake_anthropic: FakeAnthropic) -> None:
+async def test_responder_hook_sees_each_request(fake_anthropic: Fake, provider: Make) -> None:
     def responder(req: RecordedRequest):
         said = req.body["messages"][-1]["content"]
         return tool_use({"operations": [{"op": "add", "memory": said.upper()}]})
 
     fake_anthropic.responder = responder
-    p = provider(fake_anthropic)
+    p = provider()
     reply = await call(p, messages=[{"role": "user", "content": "likes tea"}])
     assert reply.tool_input == {"operations": [{"op": "add", "memory": "LIKES TEA"}]}
 
@@ -132,26 +151,27 @@ async def test_responder_hook_sees_each_request(fake_anthropic: FakeAnthropic) -
 # --------------------------------------------------------------------------- retries and failures
 
 
-async def test_429_then_success_is_retried(fake_anthropic: FakeAnthropic) -> None:
+async def test_429_then_success_is_retried(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(rate_limited(), tool_use(OPS))
-    p = provider(fake_anthropic, max_retries=2)
+    p = provider(max_retries=2)
     reply = await call(p)
     assert reply.tool_input == OPS
     assert len(fake_anthropic.requests) == 2
     assert fake_anthropic.requests[1].body == fake_anthropic.requests[0].body
+    assert [r.headers["x-stainless-retry-count"] for r in fake_anthropic.requests] == ["0", "1"]
     assert p.calls == 1 and p.usage == reply.usage
 
 
-async def test_overloaded_then_success_is_retried(fake_anthropic: FakeAnthropic) -> None:
+async def test_overloaded_then_success_is_retried(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(overloaded(), server_error(), tool_use(OPS))
-    reply = await call(provider(fake_anthropic, max_retries=2))
+    reply = await call(provider(max_retries=2))
     assert reply.tool_input == OPS
     assert len(fake_anthropic.requests) == 3
 
 
-async def test_persistent_429_is_unavailable_with_advice(fake_anthropic: FakeAnthropic) -> None:
+async def test_persistent_429_is_unavailable_with_advice(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(*[rate_limited()] * 3)
-    p = provider(fake_anthropic, max_retries=2)
+    p = provider(max_retries=2)
     with pytest.raises(LLMUnavailable) as exc:
         await call(p)
     msg = str(exc.value)
@@ -161,27 +181,27 @@ async def test_persistent_429_is_unavailable_with_advice(fake_anthropic: FakeAnt
     assert p.calls == 0
 
 
-async def test_persistent_500_is_unavailable(fake_anthropic: FakeAnthropic) -> None:
+async def test_persistent_500_is_unavailable(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(*[server_error()] * 3)
     with pytest.raises(LLMUnavailable) as exc:
-        await call(provider(fake_anthropic, max_retries=2))
+        await call(provider(max_retries=2))
     assert "HTTP 500 api_error" in str(exc.value) and "try again later" in str(exc.value)
     assert "request-id req_fake" in str(exc.value)
     assert len(fake_anthropic.requests) == 3
 
 
-async def test_sdk_backoff_without_retry_after(fake_anthropic: FakeAnthropic) -> None:
+async def test_sdk_backoff_without_retry_after(fake_anthropic: Fake, provider: Make) -> None:
     # No retry header at all: the SDK's own exponential back-off (0.5 s, jittered -25 %) applies.
     fake_anthropic.push(server_error(retry_after_ms=None), tool_use(OPS))
     t0 = time.monotonic()
-    reply = await call(provider(fake_anthropic, max_retries=1))
+    reply = await call(provider(max_retries=1))
     assert reply.tool_input == OPS
     assert 0.3 < time.monotonic() - t0 < 1.5
 
 
-async def test_timeout_is_unavailable_and_fast(fake_anthropic: FakeAnthropic) -> None:
+async def test_timeout_is_unavailable_and_fast(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(delay(5), delay(5))
-    p = provider(fake_anthropic, timeout=0.2, max_retries=1)
+    p = provider(timeout=0.2, max_retries=1)
     t0 = time.monotonic()
     with pytest.raises(LLMUnavailable) as exc:
         await call(p)
@@ -192,45 +212,45 @@ async def test_timeout_is_unavailable_and_fast(fake_anthropic: FakeAnthropic) ->
     assert elapsed < 2.0
 
 
-async def test_timeout_then_success_is_retried(fake_anthropic: FakeAnthropic) -> None:
+async def test_timeout_then_success_is_retried(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(delay(5), tool_use(OPS))
-    reply = await call(provider(fake_anthropic, timeout=0.2, max_retries=1))
+    reply = await call(provider(timeout=0.2, max_retries=1))
     assert reply.tool_input == OPS
     assert len(fake_anthropic.requests) == 2
 
 
-async def test_connection_refused_is_unavailable() -> None:
+async def test_connection_refused_is_unavailable(provider: Make) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = AnthropicProvider("sk-test", base_url=f"http://127.0.0.1:{port}", timeout=1, max_retries=0)
+    p = provider(base_url=f"http://127.0.0.1:{port}", timeout=1, max_retries=0)
     with pytest.raises(LLMUnavailable) as exc:
         await call(p)
     assert f"cannot connect to the Anthropic API at http://127.0.0.1:{port}" in str(exc.value)
     assert "ANTHROPIC_BASE_URL" in str(exc.value)
 
 
-async def test_bad_key_is_unavailable_and_not_retried(fake_anthropic: FakeAnthropic) -> None:
+async def test_bad_key_is_unavailable_and_not_retried(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(error(401, "authentication_error", "invalid x-api-key"))
     with pytest.raises(LLMUnavailable) as exc:
-        await call(provider(fake_anthropic))
+        await call(provider())
     assert "ANTHROPIC_API_KEY" in str(exc.value) and "invalid x-api-key" in str(exc.value)
     assert len(fake_anthropic.requests) == 1
 
 
-async def test_invalid_request_is_plain_llm_error(fake_anthropic: FakeAnthropic) -> None:
+async def test_invalid_request_is_plain_llm_error(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(error(400, "invalid_request_error", "messages: text content blocks must be non-empty"))
     with pytest.raises(LLMError) as exc:
-        await call(provider(fake_anthropic))
+        await call(provider())
     assert not isinstance(exc.value, LLMUnavailable)
     assert "rejected the request" in str(exc.value) and "non-empty" in str(exc.value)
     assert len(fake_anthropic.requests) == 1
 
 
-async def test_unknown_model_says_how_to_fix(fake_anthropic: FakeAnthropic) -> None:
+async def test_unknown_model_says_how_to_fix(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(error(404, "not_found_error", "model: claude-nope"))
     with pytest.raises(LLMError) as exc:
-        await call(provider(fake_anthropic, model="claude-nope"))
+        await call(provider(model="claude-nope"))
     assert "'claude-nope'" in str(exc.value) and "MEMOIR_MODEL" in str(exc.value)
 
 
@@ -245,9 +265,9 @@ def test_missing_api_key_is_unavailable() -> None:
 # --------------------------------------------------------------------------- bad output
 
 
-async def test_text_instead_of_tool_call_is_bad_output(fake_anthropic: FakeAnthropic) -> None:
+async def test_text_instead_of_tool_call_is_bad_output(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(text("I don't think anything is worth remembering."))
-    p = provider(fake_anthropic)
+    p = provider()
     with pytest.raises(LLMBadOutput) as exc:
         await call(p)
     assert "did not call the tool 'record_operations'" in str(exc.value)
@@ -255,31 +275,31 @@ async def test_text_instead_of_tool_call_is_bad_output(fake_anthropic: FakeAnthr
     assert p.usage.input_tokens > 0  # tokens were spent all the same
 
 
-async def test_non_object_tool_input_is_bad_output(fake_anthropic: FakeAnthropic) -> None:
+async def test_non_object_tool_input_is_bad_output(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(tool_use('{"operations": [}'))
     with pytest.raises(LLMBadOutput) as exc:
-        await call(provider(fake_anthropic))
+        await call(provider())
     assert "not a JSON object" in str(exc.value)
     assert exc.value.tool_input == '{"operations": [}'
 
 
-async def test_other_tool_name_is_bad_output(fake_anthropic: FakeAnthropic) -> None:
+async def test_other_tool_name_is_bad_output(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(tool_use(OPS, name="something_else"))
     with pytest.raises(LLMBadOutput):
-        await call(provider(fake_anthropic))
+        await call(provider())
 
 
-async def test_cut_off_at_max_tokens_is_bad_output(fake_anthropic: FakeAnthropic) -> None:
+async def test_cut_off_at_max_tokens_is_bad_output(fake_anthropic: Fake, provider: Make) -> None:
     fake_anthropic.push(text('{"operations": [{"op": "ad', stop_reason="max_tokens"))
     with pytest.raises(LLMBadOutput) as exc:
-        await call(provider(fake_anthropic), max_tokens=16)
+        await call(provider(), max_tokens=16)
     assert "cut off at max_tokens=16" in str(exc.value)
 
 
-async def test_schema_mismatch_passes_through_for_the_caller_to_validate(fake_anthropic: FakeAnthropic) -> None:
+async def test_schema_mismatch_passes_through_for_the_caller_to_validate(fake_anthropic: Fake, provider: Make) -> None:
     # The provider guarantees a dict; checking it against the schema is the caller's pydantic model's job.
     fake_anthropic.push(tool_use({"ops": "nope"}, text="Here you go."))
-    reply = await call(provider(fake_anthropic))
+    reply = await call(provider())
     assert reply.tool_input == {"ops": "nope"}
     assert reply.text == "Here you go."
 
@@ -287,25 +307,24 @@ async def test_schema_mismatch_passes_through_for_the_caller_to_validate(fake_an
 # --------------------------------------------------------------------------- the fake itself
 
 
-async def test_fake_rejects_what_the_api_rejects(fake_anthropic: FakeAnthropic) -> None:
-    client = anthropic.AsyncAnthropic(api_key="k", base_url=fake_anthropic.url, max_retries=0)
-    with pytest.raises(anthropic.BadRequestError) as exc:
-        await client.messages.create(
-            model="m",
-            max_tokens=10,
-            messages=[{"role": "assistant", "content": "hi"}],
-            tools=[{"name": "a", "input_schema": {"type": "object"}}],
-            tool_choice={"type": "tool", "name": "b"},
-        )
+async def test_fake_rejects_what_the_api_rejects(fake_anthropic: Fake) -> None:
+    async with anthropic.AsyncAnthropic(api_key="k", base_url=fake_anthropic.url, max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as exc:
+            await client.messages.create(
+                model="m",
+                max_tokens=10,
+                messages=[{"role": "assistant", "content": "hi"}],
+                tools=[{"name": "a", "input_schema": {"type": "object"}}],
+                tool_choice={"type": "tool", "name": "b"},
+            )
     assert exc.value.type == "invalid_request_error"
     assert any("first message must be 'user'" in p for p in fake_anthropic.problems)
     assert any("'b' is not one of the tools" in p for p in fake_anthropic.problems)
-    await client.close()
 
 
-async def test_fake_answers_loudly_when_the_script_runs_out(fake_anthropic: FakeAnthropic) -> None:
+async def test_fake_answers_loudly_when_the_script_runs_out(fake_anthropic: Fake, provider: Make) -> None:
     with pytest.raises(LLMUnavailable) as exc:
-        await call(provider(fake_anthropic, max_retries=2))
+        await call(provider(max_retries=2))
     assert "no scripted reply left" in str(exc.value)
     assert len(fake_anthropic.requests) == 1  # x-should-retry: false
 
@@ -339,7 +358,7 @@ async def test_callback_provider_asks_for_json_and_parses_fenced_reply() -> None
     assert reply.tool_input == OPS
     [(system, sent, max_tokens)] = rec.calls
     assert system.startswith(SYSTEM)
-    assert "record_operations" in system and json.dumps(TOOL.input_schema, separators=(",", ":")) in system
+    assert "record_operations" in system and json.dumps(TOOL.input_schema, separators=(",", ":"), sort_keys=True) in system
     assert sent == [
         {"role": "user", "content": "part one\npart two"},
         {"role": "assistant", "content": "ok"},
@@ -383,3 +402,14 @@ async def test_callback_provider_junk_is_bad_output(junk: str) -> None:
 )
 def test_extract_json_object(reply: str, expected: dict | None) -> None:
     assert extract_json_object(reply) == expected
+
+
+def test_resolver_building_blocks() -> None:
+    # The pieces the MCP layer uses with Resolve(...)/Sample: the prompt is deterministic (a
+    # 2026-07-28 sampling round is re-asked when its rendering changes) and the parse is strict.
+    assert json_tool_system(SYSTEM, TOOL) == json_tool_system(SYSTEM, TOOL)
+    assert json_tool_system(SYSTEM, TOOL).startswith(SYSTEM + "\n\nAnswer by calling the tool")
+    assert tool_input_from_text('```json\n{"operations": []}\n```', TOOL) == {"operations": []}
+    with pytest.raises(LLMBadOutput) as exc:
+        tool_input_from_text("no idea", TOOL)
+    assert "'record_operations'" in str(exc.value) and exc.value.raw_text == "no idea"
