@@ -43,6 +43,19 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """One change in a batch applied by `Store.apply` (add: memory; update: memory_id and memory
+    and/or topics; delete: memory_id)."""
+
+    op: Literal["add", "update", "delete"]
+    memory_id: str | None = None
+    memory: str | None = None
+    topics: Sequence[str] | None = None
+    input: str | None = None
+    change: Change = Change()
+
+
+@dataclass(frozen=True)
 class Filters:
     """Restrictions every search and listing honours."""
 
@@ -158,6 +171,38 @@ class Store:
     async def delete(self, user_id: str, memory_id: str, *, change: Change = Change()) -> None:
         async with self.transaction() as db:
             await self._delete(db, user_id, memory_id, "delete", change)
+
+    async def apply(self, user_id: str, edits: Sequence[Edit]) -> list[Memory]:
+        """Apply several changes in one transaction: all of them, or (on any error) none.
+
+        Returns, per edit, the memory after it (add, update) or as it was (delete).
+        """
+        checked = [
+            Edit(
+                e.op,
+                e.memory_id,
+                None if e.memory is None else self.limits.memory_text(e.memory),
+                None if e.topics is None else self.limits.topics(e.topics),
+                self.limits.input_text(e.input),
+                e.change,
+            )
+            for e in edits
+        ]
+        out: list[Memory] = []
+        async with self.transaction() as db:
+            for e in checked:
+                if e.op == "add":
+                    if e.memory is None:
+                        raise InvalidArgument("memory", "is required to add a memory")
+                    out.append(await self._insert(db, user_id, e.memory, list(e.topics or []), e.input, None, e.change))
+                elif e.op == "update":
+                    topics = None if e.topics is None else list(e.topics)
+                    out.append(await self._update(db, user_id, e.memory_id or "", e.memory, topics, e.change))
+                else:
+                    before = await self._get(db, user_id, e.memory_id or "")
+                    await self._delete(db, user_id, e.memory_id or "", "delete", e.change)
+                    out.append(before)  # type: ignore[arg-type]
+        return out
 
     async def clear(self, user_id: str, *, change: Change = Change()) -> int:
         """Delete every memory of one user (each recorded, so each can be undone)."""
