@@ -244,16 +244,17 @@ def ids(lst):
     return [i for i, _ in lst]
 
 
-def fuse_variant(kw="new", sem="strip", n=100, **params):
+def fuse_variant(kw="new", sem="strip", n=ranking.CANDIDATES, neighbours=True, **params):
+    fp = ranking.FuseParams(**params)
+
     def fn(q: Query, conv: Conv):
         kwl = q.kw[kw][:n]
         seml = topn(q.sem[sem], n)
-        turns = conv.turns
         cands = {i for i, _ in kwl} | {i for i, _ in seml}
-        created = {i: f"2024-01-01T00:00:{turns[i].idx:06d}" for i in cands}
-        seq = {i: turns[i].idx for i in cands}
-        texts = {i: turns[i].memory for i in cands}
-        return ids(ranking.fuse(kwl, seml, created_at=created, texts=texts, query=q.text, seq=seq, **params))
+        # ingest order = creation order: the turn index is the timeline position
+        created = {i: f"2024-01-01T00:00:00.{i:06d}" for i in cands}
+        pos = {i: i for i in cands} if neighbours else None
+        return ids(ranking.fuse(kwl, seml, created, position=pos, params=fp))
 
     return fn
 
@@ -271,35 +272,44 @@ def rrf_plain(kw="base", sem="raw", k=60, n=100):
 
 def variants(which: str):
     v = {
-        "keyword baseline (OR, quoted)": lambda q, c: ids(q.kw["base"]),
+        "keyword baseline stoplist (OR, quoted)": lambda q, c: ids(q.kw["base"]),
         "keyword baseline + prefix*": lambda q, c: ids(q.kw["base*"]),
         "keyword build_fts_query": lambda q, c: ids(q.kw["new"]),
         "semantic raw '[date] speaker: text'": lambda q, c: ids(topn(q.sem["raw"], 100)),
         "semantic embedding_text (no [date])": lambda q, c: ids(topn(q.sem["strip"], 100)),
-        "semantic text only (no speaker)": lambda q, c: ids(topn(q.sem["text"], 100)),
-        "hybrid plain RRF k=60 (base kw, raw sem)": rrf_plain(),
-        "hybrid plain RRF k=60 (new kw, strip sem)": rrf_plain("new", "strip"),
-        "hybrid fuse() default": fuse_variant(),
+        "semantic text only (no date, speaker)": lambda q, c: ids(topn(q.sem["text"], 100)),
+        "hybrid plain RRF k=60 (raw sem)": rrf_plain(),
+        "hybrid plain RRF k=60 (embedding_text)": rrf_plain("new", "strip"),
+        "blend kw + 1.0 sem, no neighbours": fuse_variant(neighbours=False, semantic_weight=1.0),
+        "blend kw + 0.7 sem, no neighbours": fuse_variant(neighbours=False),
+        "RECIPE: blend 0.7 + neighbours 0.5 w2": fuse_variant(),
     }
     if which == "all":
-        d = ranking.FuseParams()
         for name, kwargs in [
-            ("fuse w/o neighbours", dict(neighbour_weight=0.0)),
-            ("fuse w/o names", dict(name_weight=0.0)),
-            ("fuse w/o neighbours, names", dict(neighbour_weight=0.0, name_weight=0.0)),
-            ("fuse semantic weight 0.3", dict(semantic_weight=0.3)),
-            ("fuse semantic weight 0.5", dict(semantic_weight=0.5)),
-            ("fuse semantic weight 0.7", dict(semantic_weight=0.7)),
-            ("fuse semantic weight 0.0 (kw+signals)", dict(semantic_weight=0.0)),
-            ("fuse neighbour 0.1", dict(neighbour_weight=0.1)),
-            ("fuse neighbour 0.3", dict(neighbour_weight=0.3)),
-            ("fuse name 0.05", dict(name_weight=0.05)),
-            ("fuse name 0.2", dict(name_weight=0.2)),
+            ("recipe, semantic 0.5", dict(semantic_weight=0.5)),
+            ("recipe, semantic 1.0", dict(semantic_weight=1.0)),
+            ("recipe, neighbours 0.3", dict(neighbour_weight=0.3)),
+            ("recipe, neighbours 0.7", dict(neighbour_weight=0.7)),
+            ("recipe, neighbour window 1", dict(neighbour_window=1)),
+            ("recipe, semantic on raw text", dict(sem="raw")),
+            ("recipe, baseline stop list", dict(kw="base")),
+            ("recipe, 50 candidates", dict(n=50)),
+            ("recipe, 200 candidates", dict(n=200)),
+            ("keyword + neighbours (no semantic)", dict(semantic_weight=0.0)),
         ]:
             v[name] = fuse_variant(**kwargs)
-        v["fuse with raw sem"] = fuse_variant(sem="raw")
-        v["fuse with base kw"] = fuse_variant(kw="base")
     return v
+
+
+def per_conversation(per_conv, queries, names_fns):
+    print("\n## per conversation (cat 1-4 hit@5 / hit@10)")
+    for ci, (conv, _, _) in enumerate(per_conv):
+        qs = [q for q in queries if q.conv == ci]
+        cells = []
+        for name, fn in names_fns:
+            r = run_variant(per_conv, qs, fn)["1-4"]
+            cells.append(f"{name}: {r['hit@5']:.1f} / {r['hit@10']:.1f}")
+        print(f"{conv.sample_id} (n={sum(q.cat != 5 for q in qs)}): " + "; ".join(cells))
 
 
 def print_table(results: dict[str, dict], cats=("1", "2", "3", "4", "1-4", "5", "1-5")):
@@ -324,14 +334,15 @@ def latency_bench(dim=384, sizes=(10_000, 100_000)):
         kw = [(int(i), float(50 - j)) for j, i in enumerate(rng.choice(n, 50, replace=False))]
         created = {}
         times = []
-        for t in range(40):
+        embedder.embed(["warm up"])
+        for t in range(60):
             t0 = time.perf_counter()
             qv = embedder.embed([f"what does the user like to do on weekend {t}"])[0]
-            s = m @ qv
-            sem = topn(s, 100)
+            rows, cos = embeddings.cosine_top_k(m, qv, ranking.CANDIDATES)
+            sem = list(zip(rows.tolist(), cos.tolist()))
             cands = {i for i, _ in kw} | {i for i, _ in sem}
             created = {i: "2024-01-01T00:00:00" for i in cands}
-            ranking.fuse(kw, sem, created_at=created)
+            ranking.fuse(kw, sem, created, position={i: int(i) for i in cands})
             times.append(time.perf_counter() - t0)
         times.sort()
         out[n] = (1000 * times[len(times) // 2], 1000 * times[int(len(times) * 0.95)])
@@ -352,6 +363,8 @@ def main() -> None:
     for name, fn in variants(args.variants).items():
         results[name] = run_variant(per_conv, queries, fn)
     print_table(results)
+    v = variants("main")
+    per_conversation(per_conv, queries, [(k, v[k]) for k in ("keyword build_fts_query", "RECIPE: blend 0.7 + neighbours 0.5 w2")])
     if args.latency:
         for n, (p50, p95) in latency_bench().items():
             print(f"hybrid search (query embed + cosine + fuse) at {n}: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
