@@ -209,7 +209,7 @@ class Extractor:
         Raises `ExtractionRejected` (worth one repair round) or, with `final`, `ExtractionFailed`.
         """
         try:
-            proposed = self._check(request, tool_input)
+            proposed = self.check(request, tool_input)
         except ExtractionRejected as exc:
             if final:
                 raise ExtractionFailed(exc.problems, tool_input if tool_input is not None else raw_text) from None
@@ -249,7 +249,8 @@ class Extractor:
             raise InvalidArgument("messages", "are all blank; give the conversation's text")
         return checked
 
-    def _check(self, request: ExtractionRequest, tool_input: Any) -> list[ProposedOperation]:
+    def check(self, request: ExtractionRequest, tool_input: Any) -> list[ProposedOperation]:
+        """The model's answer as operations, or `ExtractionRejected` listing every problem."""
         if tool_input is None:
             raise ExtractionRejected([f"the answer did not call {TOOL_NAME}"])
         try:

@@ -9,6 +9,8 @@ from mcp.server.mcpserver import MCPServer
 
 import memoir
 from memoir import tools
+from memoir.memory.extraction import Extractor
+from memoir.memory.llm import AnthropicProvider
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Store
 from memoir.tools.context import AppContext, Caller
@@ -21,10 +23,29 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
     """Open the store and everything built on it; once per process, shared by every connection."""
     settings.check()
     store = await Store.open(settings.db_path, limits=settings.limits, synchronous=settings.synchronous)
-    return AppContext(store=store, retriever=Retriever(store), default_user_id=settings.user_id, caller=caller)
+    llm = None
+    if settings.anthropic_api_key:
+        llm = AnthropicProvider(
+            settings.anthropic_api_key,
+            model=settings.model,
+            base_url=settings.anthropic_base_url,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+        )
+    retriever = Retriever(store)
+    return AppContext(
+        store=store,
+        retriever=retriever,
+        extractor=Extractor(store, settings.extraction),
+        default_user_id=settings.user_id,
+        caller=caller,
+        llm=llm,
+    )
 
 
 async def close_app(app: AppContext) -> None:
+    if isinstance(app.llm, AnthropicProvider):
+        await app.llm.aclose()
     await app.store.close()
 
 

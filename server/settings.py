@@ -7,6 +7,14 @@
 | MEMOIR_SYNCHRONOUS | FULL | SQLite `synchronous`: FULL survives a power cut; NORMAL is faster and survives a crash of memoir but may lose the last writes on power loss |
 | MEMOIR_HOST / MEMOIR_PORT | 127.0.0.1 / 8765 | where SSE and streamable HTTP listen |
 | MEMOIR_LOG_LEVEL | WARNING | logging on stderr |
+| ANTHROPIC_API_KEY | (none) | turns on extract_memories and agentic search through the Anthropic API; without it they use the client's own model (MCP sampling) when the client offers it |
+| ANTHROPIC_BASE_URL | the public API | a gateway or proxy (read by the anthropic SDK) |
+| MEMOIR_MODEL | claude-haiku-4-5 | the model for extraction and agentic search |
+| MEMOIR_LLM_TIMEOUT | 60 | seconds per model request (retried twice on 429/5xx/timeouts) |
+| MEMOIR_EXTRACT_RELATED | 20 | how many related memories the model sees per extraction (bounds its cost) |
+| MEMOIR_EXTRACT_MAX_OPERATIONS | 50 | the most operations one extraction may apply |
+| MEMOIR_CAPTURE_INSTRUCTIONS | (built in) | replaces what the model is told to capture |
+| MEMOIR_ADDITIONAL_INSTRUCTIONS | (none) | added to the model's rules |
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ from typing import Literal
 
 from platformdirs import user_data_dir
 
+from memoir.memory.extraction import ExtractionSettings
 from memoir.memory.limits import Limits
+from memoir.memory.llm import DEFAULT_MODEL
 from memoir.memory.store import Synchronous
 
 Transport = Literal["stdio", "sse", "http"]
@@ -41,6 +51,12 @@ class Settings:
     port: int = DEFAULT_PORT
     log_level: str = "WARNING"
     limits: Limits = field(default_factory=Limits)
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    llm_timeout: float = 60.0
+    llm_max_retries: int = 2
+    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +75,24 @@ class Settings:
             overrides["port"] = int(env["MEMOIR_PORT"])
         if env.get("MEMOIR_LOG_LEVEL"):
             overrides["log_level"] = env["MEMOIR_LOG_LEVEL"].upper()
+        if env.get("ANTHROPIC_API_KEY"):
+            overrides["anthropic_api_key"] = env["ANTHROPIC_API_KEY"]
+        if env.get("ANTHROPIC_BASE_URL"):
+            overrides["anthropic_base_url"] = env["ANTHROPIC_BASE_URL"]
+        if env.get("MEMOIR_MODEL"):
+            overrides["model"] = env["MEMOIR_MODEL"]
+        if env.get("MEMOIR_LLM_TIMEOUT"):
+            overrides["llm_timeout"] = float(env["MEMOIR_LLM_TIMEOUT"])
+        extraction = settings.extraction
+        if env.get("MEMOIR_EXTRACT_RELATED"):
+            extraction = replace(extraction, related_k=int(env["MEMOIR_EXTRACT_RELATED"]))
+        if env.get("MEMOIR_EXTRACT_MAX_OPERATIONS"):
+            extraction = replace(extraction, max_operations=int(env["MEMOIR_EXTRACT_MAX_OPERATIONS"]))
+        if env.get("MEMOIR_CAPTURE_INSTRUCTIONS"):
+            extraction = replace(extraction, capture_instructions=env["MEMOIR_CAPTURE_INSTRUCTIONS"])
+        if env.get("MEMOIR_ADDITIONAL_INSTRUCTIONS"):
+            extraction = replace(extraction, additional_instructions=env["MEMOIR_ADDITIONAL_INSTRUCTIONS"])
+        overrides["extraction"] = extraction
         return replace(settings, **overrides)
 
     def with_overrides(self, **values: object) -> Settings:
@@ -69,5 +103,9 @@ class Settings:
         self.limits.user_id(self.user_id, "MEMOIR_USER_ID")
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"MEMOIR_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {self.synchronous!r}")
+        if not 1 <= self.extraction.related_k <= 200:
+            raise ValueError(f"MEMOIR_EXTRACT_RELATED must be 1-200, not {self.extraction.related_k}")
+        if not 1 <= self.extraction.max_operations <= 500:
+            raise ValueError(f"MEMOIR_EXTRACT_MAX_OPERATIONS must be 1-500, not {self.extraction.max_operations}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, not {self.port}")

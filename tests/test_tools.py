@@ -11,7 +11,15 @@ from memoir.tools.context import AppContext
 
 from .helpers import call, call_error
 
-TOOLS = {"add_memory", "update_memory", "delete_memory", "search_memories", "list_memories", "clear_memories"}
+TOOLS = {
+    "add_memory",
+    "update_memory",
+    "delete_memory",
+    "search_memories",
+    "extract_memories",
+    "list_memories",
+    "clear_memories",
+}
 
 
 async def snapshot(app: AppContext) -> tuple:
@@ -30,7 +38,9 @@ async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> 
     for tool in listed.values():
         assert tool.description and len(tool.description) > 80, tool.name
         assert tool.output_schema is not None, tool.name
-        assert tool.annotations is not None and tool.annotations.open_world_hint is False
+        assert tool.annotations is not None
+        # Only extraction reaches outside memoir (to an LLM).
+        assert tool.annotations.open_world_hint is (tool.name == "extract_memories")
     assert listed["search_memories"].annotations.read_only_hint is True
     assert listed["list_memories"].annotations.read_only_hint is True
     assert listed["delete_memory"].annotations.destructive_hint is True
@@ -38,6 +48,8 @@ async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> 
     assert listed["clear_memories"].annotations.destructive_hint is True
     assert listed["add_memory"].annotations.read_only_hint is False
     assert "memory" in listed["add_memory"].input_schema["required"]
+    # Resolver parameters stay hidden from the model.
+    assert set(listed["extract_memories"].input_schema["properties"]) == {"message", "messages", "user_id", "dry_run"}
 
 
 async def test_add_then_search_by_keyword(client: Client) -> None:

@@ -8,6 +8,7 @@ from . import (
     add_memory,
     clear_memories,
     delete_memory,
+    extract_memories,
     guidance,
     list_memories,
     resources,
@@ -16,7 +17,15 @@ from . import (
 )
 from .context import tool_errors
 
-TOOL_MODULES = (add_memory, update_memory, delete_memory, search_memories, list_memories, clear_memories)
+TOOL_MODULES = (
+    add_memory,
+    update_memory,
+    delete_memory,
+    search_memories,
+    extract_memories,
+    list_memories,
+    clear_memories,
+)
 
 
 def register(server: MCPServer) -> None:

@@ -16,7 +16,9 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from memoir.memory.errors import AccessDenied, MemoirError
+from memoir.memory.extraction import Extractor
 from memoir.memory.limits import Limits
+from memoir.memory.llm import LLMProvider
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Store
 
@@ -38,7 +40,10 @@ class AppContext:
     store: Store
     retriever: Retriever
     default_user_id: str
+    extractor: Extractor
     caller: Callable[[], Caller] = field(default=Caller)
+    # The configured LLM (Anthropic API); None means: use the client's model through sampling.
+    llm: LLMProvider | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
