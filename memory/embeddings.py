@@ -9,13 +9,25 @@ Nothing is downloaded at run time. Both files are verified against SHA-256 hashe
 before the model is used, so a different or tampered file is refused rather than silently
 producing vectors that do not match the ones already stored.
 
-Measured on the project machine (2 cores): install ~100 MB (onnxruntime 78 MB, tokenizers 12 MB,
-model 23 MB), load ~0.4 s, a single short text ~3-4 ms, ~400 short sentences/s batched.
+Measured on the project machine (2 cores): install ~120 MB on disk (onnxruntime 78 MB, model
+23 MB, tokenizers 12 MB, plus tokenizers' huggingface-hub dependency, never called), load 0.4-0.5 s
+(including both hash checks), one short text 2.4-3 ms (~370 single-text calls/s, i.e. the
+embedding cost of ~370 add_memory/s), ~330 LoCoMo turns/s batched.
 
 Importing this module is cheap: ``onnxruntime`` and ``tokenizers`` are imported inside
 :func:`load_embedder`. An :class:`Embedder` is safe to share between threads (the server calls
 :meth:`Embedder.embed` from a worker thread); calls are serialised by a lock, and onnxruntime
 itself is limited to ``MEMOIR_EMBEDDING_THREADS`` intra-op threads (default 2).
+
+Search over stored vectors: :func:`cosine_top_k` (numpy brute force over a per-user float32
+matrix). Its first call limits numpy's BLAS to ``MEMOIR_BLAS_THREADS`` threads (default 1) for
+the whole process, because spinning BLAS threads starve onnxruntime on a 2-core machine; with
+that, query embedding + cosine + top-100 + fusion is ~3 ms p50 at 10k memories, ~7.5 ms at 100k.
+float16 storage is not worth it (numpy has no float16 BLAS: 20x slower); 100k x 384 float32 is
+150 MB.
+
+``MEMOIR_EMBEDDING_MODEL_PATH`` points at a ``model.onnx`` elsewhere (it must still match the
+pinned hash), for machines that cannot install the model package.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ __all__ = [
     "load_embedder",
     "embedding_text",
     "cosine_top_k",
+    "limit_blas_threads",
     "MODEL_SHA256",
     "TOKENIZER_SHA256",
 ]
@@ -73,8 +86,8 @@ class Embedder(Protocol):
 
 
 # A leading "[...]" tag (a date, a source) such as "[1:56 pm on 8 May, 2023] Caroline: ...".
-# A sentence model reads it as content; on LoCoMo stripping it raised semantic hit@5
-# (see memoir.memory.ranking for the numbers).
+# A sentence model reads it as content. On LoCoMo, stripping it lowered semantic-only hit@5 by 3
+# points but raised the hybrid recipe's by 2.3 (73.1 vs 70.8); see memoir.memory.ranking.
 _LEADING_TAG = re.compile(r"^\s*\[[^\]\n]{1,80}\]\s*")
 
 
@@ -219,30 +232,25 @@ class HashingEmbedder:
         return out
 
 
-_blas_controller = None
+_blas_limited = False
 _blas_lock = threading.Lock()
 
 
-def _blas_single_thread():
-    """A context that runs BLAS on one thread (threadpoolctl), or a no-op without it.
+def limit_blas_threads(threads: int = 1) -> bool:
+    """Run numpy's BLAS on ``threads`` threads from now on, process-wide (needs threadpoolctl).
 
-    Measured on 2 cores: a multi-threaded OpenBLAS matvec leaves its threads spinning, and they
-    fight onnxruntime's threads for the cores; query embedding + 10k cosines took 24 ms p50 that
-    way and 3 ms with BLAS on one thread (100k: 14 ms -> 7.5 ms).
+    Called once by :func:`cosine_top_k`. Measured on 2 cores: multi-threaded OpenBLAS leaves its
+    threads spinning after each matvec, and they fight onnxruntime's threads for the cores --
+    query embedding + 10k cosines took 8-24 ms p50 that way and ~3 ms with BLAS on one thread
+    (100k: 14-17 ms -> ~8 ms). Toggling the limit per call is no cure: re-raising it restarts
+    the spinning threads. Returns False when threadpoolctl is missing (numpy then runs as is).
     """
-    global _blas_controller
     try:
-        if _blas_controller is None:
-            with _blas_lock:
-                if _blas_controller is None:
-                    from threadpoolctl import ThreadpoolController  # type: ignore[import-not-found]
-
-                    _blas_controller = ThreadpoolController()
-        return _blas_controller.limit(limits=1, user_api="blas")
-    except Exception:  # threadpoolctl missing or unusable: plain numpy
-        import contextlib
-
-        return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    threadpool_limits(limits=threads, user_api="blas")
+    return True
 
 
 def cosine_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,8 +262,13 @@ def cosine_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndar
     n = matrix.shape[0]
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    with _blas_single_thread():
-        scores = matrix @ np.asarray(query, dtype=matrix.dtype)
+    global _blas_limited
+    if not _blas_limited:
+        with _blas_lock:
+            if not _blas_limited:
+                limit_blas_threads(int(os.environ.get("MEMOIR_BLAS_THREADS", "1") or 1))
+                _blas_limited = True
+    scores = matrix @ np.asarray(query, dtype=matrix.dtype)
     k = min(k, n)
     if k < n:
         idx = np.argpartition(-scores, k - 1)[:k]
