@@ -66,6 +66,16 @@ MIGRATIONS: list[str] = [
         created_at  TEXT NOT NULL
     );
     """,
+    # 3: one embedding per memory, tagged with the model that made it, so vectors of different
+    # models are never compared; a memory without a current vector is embedded again on demand.
+    """
+    CREATE TABLE embeddings (
+        memory_rowid INTEGER PRIMARY KEY REFERENCES memories (id) ON DELETE CASCADE,
+        model        TEXT NOT NULL,
+        dim          INTEGER NOT NULL,
+        vector       BLOB NOT NULL                   -- float32, little-endian, L2-normalised
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
