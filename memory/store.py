@@ -439,12 +439,17 @@ class Store:
 async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
     # isolation_level=None: transactions are begun explicitly, so each change is exactly one.
     db = await aiosqlite.connect(path, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    if path != ":memory:":
-        await db.execute("PRAGMA journal_mode = WAL")
-    await db.execute(f"PRAGMA synchronous = {synchronous}")
-    await db.execute("PRAGMA foreign_keys = ON")
+    try:
+        db.row_factory = sqlite3.Row
+        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if path != ":memory:":
+            await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute(f"PRAGMA synchronous = {synchronous}")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        # e.g. "file is not a database": an open connection's thread would keep the process alive.
+        await db.close()
+        raise
     return db
 
 
