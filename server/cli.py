@@ -30,9 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    settings = Settings.from_env().with_overrides(
-        db_path=Path(args.db).expanduser() if args.db else None, user_id=getattr(args, "user", None)
-    )
+    try:
+        settings = Settings.from_env().with_overrides(
+            db_path=Path(args.db).expanduser() if args.db else None, user_id=getattr(args, "user", None)
+        )
+    except ValueError as exc:
+        print(f"memoir: a MEMOIR_* environment variable is invalid: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(args.run(settings, args))
@@ -40,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (MemoirError, ValueError, OSError) as exc:
         print(f"memoir: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"memoir: cannot use the database {settings.db_path}: {exc}", file=sys.stderr)
         return 1
 
 
