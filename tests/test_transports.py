@@ -6,6 +6,9 @@ the 2025-11-25 initialize handshake ("legacy") that real hosts and the MCP Inspe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import signal
 import uuid
@@ -18,6 +21,7 @@ from mcp import Client, ClientSession, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from memoir.server.cli import main as cli_main
 from tests.servers import ServerProcess, memoir_server, serve, stdio_params  # noqa: F401  (serve: fixture)
 
 TOOLS = {
@@ -49,13 +53,20 @@ async def round_trip(client: Client | ClientSession, user: str, text: str) -> st
     assert names == TOOLS
     added = await call(client, "add_memory", memory=text, topics=["Hobbies"], user_id=user)
     assert added["memory"] == text and added["user_id"] == user and added["topics"] == ["hobbies"]
-    found = await call(client, "search_memories", query="skiing in the alps", user_id=user)
+    found = await call(client, "search_memories", query="skiing in the alps", retrieval_method="keyword", user_id=user)
     assert found["retrieval_method"] == "keyword"
     assert [r["memory_id"] for r in found["results"]] == [added["memory_id"]]
     # The keyword must matter: a query with no shared word finds nothing.
-    missed = await call(client, "search_memories", query="astronomy telescope", user_id=user)
+    missed = await call(client, "search_memories", query="astronomy telescope", retrieval_method="keyword", user_id=user)
     assert missed["results"] == []
     return added["memory_id"]
+
+
+def cli_json(*argv: str) -> object:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli_main(list(argv)) == 0
+    return json.loads(out.getvalue())
 
 
 # -- stdio -------------------------------------------------------------------------------------
@@ -97,7 +108,7 @@ async def test_stdio_data_survives_a_restart(tmp_path: Path) -> None:
         added = await call(first, "add_memory", memory="Ava's favourite ski resort is Zermatt")
     # The first process has exited (the client closed its stdin and waited); a new one opens the same file.
     async with Client(stdio_params(db)) as second:
-        found = await call(second, "search_memories", query="ski resort")
+        found = await call(second, "search_memories", query="ski resort", retrieval_method="keyword")
         assert [r["memory_id"] for r in found["results"]] == [added["memory_id"]]
         assert found["results"][0]["memory"] == "Ava's favourite ski resort is Zermatt"
 
@@ -150,7 +161,7 @@ async def test_sse_connections_share_one_store(sse_server: ServerProcess) -> Non
         sse_client(sse_server.url), mode="legacy"
     ) as two:
         added = await call(one, "add_memory", memory="Ava skis off-piste", user_id=user)
-        found = await call(two, "search_memories", query="ski", user_id=user)
+        found = await call(two, "search_memories", query="ski", retrieval_method="keyword", user_id=user)
         assert [r["memory_id"] for r in found["results"]] == [added["memory_id"]]
         await call(two, "delete_memory", memory_id=added["memory_id"], user_id=user)
         gone = await call(one, "list_memories", user_id=user)
@@ -220,10 +231,9 @@ async def test_http_server_stops_cleanly_and_keeps_its_data(serve, tmp_path: Pat
     # The store was closed (the last connection checkpoints and removes the WAL), and nothing leaked.
     assert not Path(f"{db}-wal").exists()
     assert "Traceback" not in server.stderr
-    restarted = serve("http", db)
-    async with Client(restarted.url) as client:
-        found = await call(client, "search_memories", query="ski")
-        assert [r["memory_id"] for r in found["results"]] == [added["memory_id"]]
+    # Reopened (in-process, through the CLI's own code), the memory is there.
+    found = await asyncio.to_thread(cli_json, "search", "ski", "--method", "keyword", "--db", str(db))
+    assert [r["memory_id"] for r in found["results"]] == [added["memory_id"]]
 
 
 async def test_port_in_use_is_a_one_line_error(http_server: ServerProcess, tmp_path: Path) -> None:
