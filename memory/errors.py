@@ -46,3 +46,32 @@ class MethodUnavailable(MemoirError):
 
 class AccessDenied(MemoirError):
     """The caller's identity may not act for the user it named."""
+
+
+class TokenNotFound(MemoirError):
+    """No token has that token_id (or is that token)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no token '{key}'; `memoir token list` shows the token ids")
+
+
+class RateLimited(MemoirError):
+    """The caller's token has used up its request allowance for now; nothing was done."""
+
+    def __init__(self, retry_after: float, rate_per_minute: float, burst: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            f"rate limit: this token may make {rate_per_minute:g} calls a minute (bursts of {burst}); "
+            f"nothing was done - retry in {retry_after:.1f} s"
+        )
+
+
+class CallTimedOut(MemoirError):
+    """A call ran past its time limit and was stopped before it changed anything."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"timeout: the call took longer than the server's limit of {seconds:g} s (MEMOIR_CALL_TIMEOUT) and "
+            "was stopped; nothing was changed - retry, perhaps with a smaller request"
+        )

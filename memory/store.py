@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from .deadline import commit_point
 from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, now
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
@@ -125,9 +127,16 @@ class Store:
         """One write transaction on the writer connection; rolled back on any error."""
         async with self._write_lock:
             db = self._writer
-            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                # Cancelled while BEGIN was queued: aiosqlite still runs it, so undo it (ROLLBACK is queued after it).
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await db.execute("ROLLBACK")
+                raise
             try:
                 yield db
+                await commit_point()  # a call's time limit stops here, or not at all (memory/deadline.py)
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
@@ -347,6 +356,10 @@ class Store:
             self._reader, "SELECT * FROM history WHERE user_id = ? ORDER BY event_id DESC LIMIT ?", (user_id, limit)
         )
         return [_event(r) for r in rows]
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read on the reader connection, for the package's modules that keep tables of their own (tokens)."""
+        return await _fetchall(self._reader, sql, params)
 
     async def integrity_check(self) -> str:
         row = await _fetchone(self._reader, "PRAGMA integrity_check", ())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
@@ -11,6 +12,7 @@ import memoir
 from memoir import tools
 from memoir.memory.extraction import Extractor
 from memoir.memory.llm import AnthropicProvider
+from memoir.memory.ratelimit import RateLimiter
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Store
 from memoir.tools.context import AppContext, Caller
@@ -40,6 +42,8 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
         default_user_id=settings.user_id,
         caller=caller,
         llm=llm,
+        rate_limiter=RateLimiter(settings.access.rate_per_minute, settings.access.rate_burst),
+        call_timeout=settings.access.call_timeout or None,
     )
 
 
@@ -49,8 +53,10 @@ async def close_app(app: AppContext) -> None:
     await app.store.close()
 
 
-def build_server(app: AppContext) -> MCPServer[AppContext]:
+def build_server(app: AppContext, **options: Any) -> MCPServer[AppContext]:
     """The MCP server: tools, resources and prompt over `app`.
+
+    `options` go to `MCPServer` as they are (server/access.py passes the token verifier and auth).
 
     The lifespan only hands out the already-open app: SSE runs it once per connection, and
     the store must outlive connections.
@@ -67,6 +73,7 @@ def build_server(app: AppContext) -> MCPServer[AppContext]:
         instructions=INSTRUCTIONS,
         website_url="https://pypi.org/project/memoir-mcp/",
         lifespan=lifespan,
+        **options,
     )
     tools.register(server)
     return server

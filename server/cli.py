@@ -13,15 +13,17 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import memoir
 from memoir.memory.errors import MemoirError
 from memoir.memory.store import Change
+from memoir.memory.tokens import Tokens
 
 from .app import build_server, close_app, open_app
 from .settings import DEFAULT_PORT, Settings
-from .transports import run_http, run_stdio
+from .transports import run_stdio, serve_http
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,13 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_overrides(transport=args.transport, host=args.host, port=args.port)
+    if args.allow_unauthenticated:
+        settings = replace(settings, access=replace(settings.access, allow_unauthenticated=True))
     app = await open_app(settings)
     try:
-        server = build_server(app)
         if settings.transport == "stdio":
-            await run_stdio(server)
+            await run_stdio(build_server(app))
         else:
-            await run_http(server, settings)
+            await serve_http(app, settings)
     finally:
         await close_app(app)
     return 0
@@ -97,6 +100,45 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _undo(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_app(settings, lambda app: app.store.undo(args.event_id, change=Change(actor="undo")))
+
+
+async def _token_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        info, secret = await Tokens(app.store).create(args.user, admin=args.admin, label=args.label)
+        print(f"created token {info.token_id} for " + ("admin" if info.admin else f"user '{info.user_id}'"))
+        print("store it now: it is shown only once (send it as 'Authorization: Bearer <token>')")
+        print(secret)
+
+    return await _with_store(settings, run)
+
+
+async def _token_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        tokens = await Tokens(app.store).list()
+        for info in tokens:
+            print(info.describe())
+        if not tokens:
+            print("no tokens: SSE/HTTP on a loopback address is open to local clients", file=sys.stderr)
+
+    return await _with_store(settings, run)
+
+
+async def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        info = await Tokens(app.store).revoke(args.token)
+        print(f"revoked token {info.token_id} ({'admin' if info.admin else info.user_id})")
+
+    return await _with_store(settings, run)
+
+
+async def _with_store(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
+    """Like `_with_app`, for commands that print their own output."""
+    app = await open_app(settings)
+    try:
+        await action(app)
+    finally:
+        await close_app(app)
+    return 0
 
 
 async def _with_app(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
@@ -141,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="stdio (default), sse (/sse), or http (streamable HTTP at /mcp)")
     serve.add_argument("--host", help="address to bind for sse/http (env MEMOIR_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"port for sse/http (env MEMOIR_PORT; default {DEFAULT_PORT}; 0 = any)")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="serve a non-loopback --host even though no token exists (env MEMOIR_ALLOW_UNAUTHENTICATED)")
     serve.set_defaults(run=_serve)
 
     add = sub.add_parser("add", parents=[common, user], help="add a memory")
@@ -166,6 +210,19 @@ def _parser() -> argparse.ArgumentParser:
     undo = sub.add_parser("undo", parents=[common], help="revert one recorded change (see `memoir history`)")
     undo.add_argument("event_id", type=int)
     undo.set_defaults(run=_undo)
+
+    token = sub.add_parser("token", help="bearer tokens for SSE / HTTP: create, list, revoke")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_sub.add_parser("create", parents=[common], help="make a token; prints it alone on the last line")
+    create.add_argument("user", nargs="?", metavar="USER", help="the user the token acts for (with --admin: its default)")
+    create.add_argument("--admin", action="store_true", help="an admin token, which may name any user")
+    create.add_argument("--label", help="a note shown by `memoir token list`")
+    create.set_defaults(run=_token_create)
+    token_list = token_sub.add_parser("list", parents=[common], help="list tokens (ids and users, never secrets)")
+    token_list.set_defaults(run=_token_list)
+    revoke = token_sub.add_parser("revoke", parents=[common], help="revoke a token at once, also on a running server")
+    revoke.add_argument("token", metavar="TOKEN_ID_OR_TOKEN")
+    revoke.set_defaults(run=_token_revoke)
     return parser
 
 

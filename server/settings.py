@@ -15,6 +15,9 @@
 | MEMOIR_EXTRACT_MAX_OPERATIONS | 50 | the most operations one extraction may apply |
 | MEMOIR_CAPTURE_INSTRUCTIONS | (built in) | replaces what the model is told to capture |
 | MEMOIR_ADDITIONAL_INSTRUCTIONS | (none) | added to the model's rules |
+
+Access and limits for SSE / streamable HTTP (tokens, rate, call time, body size): see
+`memoir.server.access.AccessSettings`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from memoir.memory.extraction import ExtractionSettings
 from memoir.memory.limits import Limits
 from memoir.memory.llm import DEFAULT_MODEL
 from memoir.memory.store import Synchronous
+
+from .access import AccessSettings
 
 Transport = Literal["stdio", "sse", "http"]
 
@@ -57,6 +62,7 @@ class Settings:
     llm_timeout: float = 60.0
     llm_max_retries: int = 2
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +99,7 @@ class Settings:
         if env.get("MEMOIR_ADDITIONAL_INSTRUCTIONS"):
             extraction = replace(extraction, additional_instructions=env["MEMOIR_ADDITIONAL_INSTRUCTIONS"])
         overrides["extraction"] = extraction
+        overrides["access"] = AccessSettings.from_env(env)
         return replace(settings, **overrides)
 
     def with_overrides(self, **values: object) -> Settings:
@@ -107,5 +114,6 @@ class Settings:
             raise ValueError(f"MEMOIR_EXTRACT_RELATED must be 1-200, not {self.extraction.related_k}")
         if not 1 <= self.extraction.max_operations <= 500:
             raise ValueError(f"MEMOIR_EXTRACT_MAX_OPERATIONS must be 1-500, not {self.extraction.max_operations}")
+        self.access.check()
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, not {self.port}")

@@ -16,6 +16,7 @@ from . import (
     update_memory,
 )
 from .context import tool_errors
+from .guard import guarded, guarded_resource
 
 TOOL_MODULES = (
     add_memory,
@@ -32,8 +33,12 @@ def register(server: MCPServer) -> None:
     """Add every tool, resource and prompt to `server`."""
     for module in TOOL_MODULES:
         name = module.__name__.rsplit(".", 1)[-1]
-        server.add_tool(tool_errors(getattr(module, name)), name=name, annotations=module.ANNOTATIONS)
-    server.resource("memoir://users/{user_id}/memories", mime_type="application/json")(resources.user_memories)
-    server.resource("memoir://memories/{memory_id}", mime_type="application/json")(resources.memory)
-    server.resource("memoir://memories/{memory_id}/history", mime_type="application/json")(resources.memory_history)
+        server.add_tool(tool_errors(guarded(getattr(module, name))), name=name, annotations=module.ANNOTATIONS)
+    server.resource("memoir://users/{user_id}/memories", mime_type="application/json")(
+        guarded_resource(resources.user_memories)
+    )
+    server.resource("memoir://memories/{memory_id}", mime_type="application/json")(guarded_resource(resources.memory))
+    server.resource("memoir://memories/{memory_id}/history", mime_type="application/json")(
+        guarded_resource(resources.memory_history)
+    )
     server.prompt(name="remember", title="Remember the user")(guidance.remember)

@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from memoir.memory.errors import AccessDenied, MemoirError
 from memoir.memory.extraction import Extractor
 from memoir.memory.limits import Limits
+from memoir.memory.ratelimit import RateLimiter
 from memoir.memory.llm import LLMProvider
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Store
@@ -29,6 +30,7 @@ class Caller:
 
     user_id: str | None = None
     admin: bool = False
+    token_id: str | None = None  # the bearer token's public id, on an authenticated connection
 
     @property
     def trusted(self) -> bool:
@@ -45,6 +47,9 @@ class AppContext:
     # The configured LLM (Anthropic API); None means: use the client's model through sampling.
     llm: LLMProvider | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Per-token request rate and per-call time limit (tools/guard.py); None: unlimited.
+    rate_limiter: RateLimiter | None = None
+    call_timeout: float | None = None
 
     @property
     def limits(self) -> Limits:
