@@ -15,7 +15,7 @@ import contextlib
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .deadline import commit_point
 from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, now
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
-from .query import build_fts_query
+from .ranking import build_fts_query
 from .schema import MIGRATIONS
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -42,6 +42,19 @@ class Change:
     actor: Actor = "tool"
     reason: str | None = None
     source: str | None = None
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A memory that a committed transaction added, changed the text of, or deleted (text None).
+
+    `appended` marks a new memory, which comes last in its user's timeline.
+    """
+
+    user_id: str
+    memory_id: str
+    text: str | None
+    appended: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,9 @@ class Store:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
+        self._changes: list[Changed] = []
+        self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
         self.path = path
         self.limits = limits
 
@@ -134,14 +150,25 @@ class Store:
                 with contextlib.suppress(sqlite3.OperationalError):
                     await db.execute("ROLLBACK")
                 raise
+            self._changes = []
             try:
                 yield db
                 await commit_point()  # a call's time limit stops here, or not at all (memory/deadline.py)
             except BaseException:
+                self._changes = []
                 await db.execute("ROLLBACK")
                 raise
             else:
                 await db.execute("COMMIT")
+            changes, self._changes = self._changes, []
+        # Outside the lock: a listener may write in a transaction of its own.
+        if changes:
+            for listener in self._listeners:
+                await listener(changes)
+
+    def on_commit(self, listener: Callable[[list[Changed]], Awaitable[None]]) -> None:
+        """Call `listener` with the memories each committed transaction changed."""
+        self._listeners.append(listener)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -227,13 +254,16 @@ class Store:
                 ],
             )
             await db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            self._changes += [Changed(user_id, r["memory_id"], None) for r in rows]
             return len(rows)
 
     async def purge(self, user_id: str) -> int:
         """Forget a user entirely: memories and their history (the right to be forgotten). Not undoable."""
         async with self.transaction() as db:
+            gone = await _fetchall(db, "SELECT memory_id FROM memories WHERE user_id = ?", (user_id,))
             cursor = await db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
             deleted = cursor.rowcount
+            self._changes += [Changed(user_id, r["memory_id"], None) for r in gone]
             await db.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
             return deleted
 
@@ -361,6 +391,47 @@ class Store:
         """A read on the reader connection, for the package's modules that keep tables of their own (tokens)."""
         return await _fetchall(self._reader, sql, params)
 
+    async def filtered_ids(self, user_id: str, filters: Filters) -> list[str]:
+        """The ids of the user's memories that pass `filters`."""
+        where, params = filters.sql()
+        rows = await _fetchall(
+            self._reader, f"SELECT m.memory_id FROM memories m WHERE m.user_id = ?{where}", (user_id, *params)
+        )
+        return [r["memory_id"] for r in rows]
+
+    async def get_many(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        """The user's memories among `memory_ids` (others' and unknown ids are left out)."""
+        found: dict[str, Memory] = {}
+        ids = list(memory_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = await _fetchall(
+                self._reader,
+                f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ? AND m.memory_id IN ({marks})",
+                (user_id, *chunk),
+            )
+            found.update((r["memory_id"], _memory(r)) for r in rows)
+        return found
+
+    async def rowids(self, memory_ids: Sequence[str]) -> dict[str, int]:
+        """Internal row ids (the key of side tables such as embeddings) of existing memories."""
+        out: dict[str, int] = {}
+        ids = list(memory_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = await _fetchall(
+                self._writer, f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk
+            )
+            out.update((r["memory_id"], r["id"]) for r in rows)
+        return out
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the database."""
+        row = await _fetchone(self._writer, "PRAGMA data_version", ())
+        return int(row[0])
+
     async def integrity_check(self) -> str:
         row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
         return str(row[0])
@@ -395,6 +466,7 @@ class Store:
             updated_at=stamp,
         )
         await _insert_row(db, memory)
+        self._changes.append(Changed(user_id, memory.memory_id, memory.memory, appended=True))
         await _record(db, memory.memory_id, user_id, "add", None, memory, change, stamp)
         return memory
 
@@ -423,6 +495,8 @@ class Store:
             "UPDATE memories SET memory = ?, topics = ?, updated_at = ? WHERE memory_id = ?",
             (after.memory, json.dumps(after.topics), stamp, memory_id),
         )
+        if after.memory != before.memory:
+            self._changes.append(Changed(user_id, memory_id, after.memory))
         await _record(db, memory_id, user_id, "update", before, after, change, stamp, undoes)
         return after
 
@@ -439,10 +513,12 @@ class Store:
         if before is None:
             raise MemoryNotFound(memory_id, user_id)
         await db.execute("DELETE FROM memories WHERE memory_id = ?", (memory_id,))
+        self._changes.append(Changed(user_id, memory_id, None))
         return await _record(db, memory_id, user_id, operation, before, None, change, now(), undoes)
 
     async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
         await _insert_row(db, memory)
+        self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
         return await _record(db, memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
 
 

@@ -11,9 +11,12 @@ from mcp.server.mcpserver import MCPServer
 import memoir
 from memoir import tools
 from memoir.memory.extraction import Extractor
+from memoir.memory.judge import Judge
 from memoir.memory.llm import AnthropicProvider
 from memoir.memory.ratelimit import RateLimiter
+from memoir.memory.embeddings import load_embedder
 from memoir.memory.retrieval import Retriever
+from memoir.memory.vectors import VectorIndex
 from memoir.memory.store import Store
 from memoir.tools.context import AppContext, Caller
 from memoir.tools.guidance import INSTRUCTIONS
@@ -34,11 +37,16 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
         )
-    retriever = Retriever(store)
+    vectors = None
+    if settings.embeddings != "off":
+        kind = "hashing" if settings.embeddings == "hashing" else "default"
+        vectors = VectorIndex(store, lambda: load_embedder(kind))
+    retriever = Retriever(store, vectors)
     return AppContext(
         store=store,
         retriever=retriever,
-        extractor=Extractor(store, settings.extraction),
+        extractor=Extractor(store, settings.extraction, retriever),
+        judge=Judge(retriever),
         default_user_id=settings.user_id,
         caller=caller,
         llm=llm,

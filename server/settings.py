@@ -9,6 +9,7 @@
 | MEMOIR_LOG_LEVEL | WARNING | logging on stderr |
 | ANTHROPIC_API_KEY | (none) | turns on extract_memories and agentic search through the Anthropic API; without it they use the client's own model (MCP sampling) when the client offers it |
 | ANTHROPIC_BASE_URL | the public API | a gateway or proxy (read by the anthropic SDK) |
+| MEMOIR_EMBEDDINGS | on | `off` turns semantic and hybrid search off (hybrid then runs keyword and says so) |
 | MEMOIR_MODEL | claude-haiku-4-5 | the model for extraction and agentic search |
 | MEMOIR_LLM_TIMEOUT | 60 | seconds per model request (retried twice on 429/5xx/timeouts) |
 | MEMOIR_EXTRACT_RELATED | 20 | how many related memories the model sees per extraction (bounds its cost) |
@@ -60,6 +61,7 @@ class Settings:
     anthropic_base_url: str | None = None
     model: str = DEFAULT_MODEL
     llm_timeout: float = 60.0
+    embeddings: Literal["on", "off", "hashing"] = "on"  # "hashing": a tiny stand-in model, for tests
     llm_max_retries: int = 2
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
@@ -87,6 +89,8 @@ class Settings:
             overrides["anthropic_base_url"] = env["ANTHROPIC_BASE_URL"]
         if env.get("MEMOIR_MODEL"):
             overrides["model"] = env["MEMOIR_MODEL"]
+        if env.get("MEMOIR_EMBEDDINGS"):
+            overrides["embeddings"] = env["MEMOIR_EMBEDDINGS"].strip().lower()
         if env.get("MEMOIR_LLM_TIMEOUT"):
             overrides["llm_timeout"] = float(env["MEMOIR_LLM_TIMEOUT"])
         extraction = settings.extraction
@@ -110,6 +114,8 @@ class Settings:
         self.limits.user_id(self.user_id, "MEMOIR_USER_ID")
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"MEMOIR_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {self.synchronous!r}")
+        if self.embeddings not in ("on", "off", "hashing"):
+            raise ValueError(f"MEMOIR_EMBEDDINGS must be 'on' or 'off', not {self.embeddings!r}")
         if not 1 <= self.extraction.related_k <= 200:
             raise ValueError(f"MEMOIR_EXTRACT_RELATED must be 1-200, not {self.extraction.related_k}")
         if not 1 <= self.extraction.max_operations <= 500:

@@ -60,12 +60,12 @@ async def test_add_then_search_by_keyword(client: Client) -> None:
     assert added["created_at"] == added["updated_at"] and added["created_at"].endswith("Z")
     await call(client, "add_memory", memory="Ava lives in San Francisco", topics=["home"])
 
-    found = await call(client, "search_memories", query="Does she go skiing?")
+    found = await call(client, "search_memories", query="Does she go skiing?", retrieval_method="keyword")
     assert found["retrieval_method"] == "keyword"
     assert [r["memory_id"] for r in found["results"]] == [added["memory_id"]]
     assert isinstance(found["results"][0]["score"], float)
     # Topics are indexed too.
-    by_topic = await call(client, "search_memories", query="home")
+    by_topic = await call(client, "search_memories", query="home", retrieval_method="keyword")
     assert [r["memory"] for r in by_topic["results"]] == ["Ava lives in San Francisco"]
 
 
@@ -77,8 +77,8 @@ async def test_update_changes_text_and_topics_and_the_index(client: Client) -> N
     assert updated["created_at"] == added["created_at"] and updated["updated_at"] > added["updated_at"]
     retopic = await call(client, "update_memory", memory_id=added["memory_id"], topics=["Location"])
     assert retopic["memory"] == "Ava lives in Denver" and retopic["topics"] == ["location"]
-    assert (await call(client, "search_memories", query="francisco"))["results"] == []
-    assert len((await call(client, "search_memories", query="denver"))["results"]) == 1
+    assert (await call(client, "search_memories", query="francisco", retrieval_method="keyword"))["results"] == []
+    assert len((await call(client, "search_memories", query="denver", retrieval_method="keyword"))["results"]) == 1
     error = await call_error(client, "update_memory", memory_id=added["memory_id"])
     assert "memory" in error and "topics" in error
 
@@ -153,10 +153,27 @@ async def test_search_by_time_topics_and_time_range(client: Client) -> None:
     assert none["results"] == []
 
 
+async def test_the_default_search_finds_meaning_not_only_words(client: Client) -> None:
+    early = await call(client, "add_memory", memory="Ava wakes up at 5 am every day to run")
+    await call(client, "add_memory", memory="Ava lives in San Francisco")
+    await call(client, "add_memory", memory="Ava's favourite colour is green")
+    assert (await call(client, "search_memories", query="Is she a morning person?", retrieval_method="keyword"))[
+        "results"
+    ] == []
+    found = await call(client, "search_memories", query="Is she a morning person?", limit=1)
+    assert found["retrieval_method"] == "hybrid"
+    assert [r["memory_id"] for r in found["results"]] == [early["memory_id"]]
+    semantic = await call(client, "search_memories", query="early riser", retrieval_method="semantic", limit=1)
+    assert semantic["results"][0]["memory_id"] == early["memory_id"]
+    assert 0 < semantic["results"][0]["score"] <= 1
+
+
 async def test_a_query_of_stop_words_finds_nothing(client: Client) -> None:
     await call(client, "add_memory", memory="What is the thing that the user is about")
-    found = await call(client, "search_memories", query="what is the")
-    assert found == {"results": [], "retrieval_method": "keyword"}
+    for method in ("hybrid", "keyword", "semantic"):
+        found = await call(client, "search_memories", query="what is the", retrieval_method=method)
+        assert found == {"results": [], "retrieval_method": method}
+    assert (await call(client, "search_memories", query="What is the?"))["results"] == []
 
 
 async def test_fts_syntax_in_a_query_is_inert(client: Client) -> None:
@@ -210,7 +227,8 @@ async def test_list_pages_with_a_cursor(client: Client) -> None:
         ("list_memories", {"topics": ["x" * 65]}, "topics[0]", "64"),
         ("clear_memories", {"confirm": False}, "confirm", "true"),
         ("add_memory", {"memory": 5}, "memory", "valid string"),
-        ("search_memories", {"retrieval_method": "telepathy", "query": "x"}, "retrieval_method", "keyword"),
+        ("search_memories", {"retrieval_method": "telepathy", "query": "x"}, "retrieval_method", "hybrid"),
+        ("search_memories", {"retrieval_method": "semantic"}, "query", "required"),
     ],
 )
 async def test_every_limit_is_a_tool_error_that_changes_nothing(

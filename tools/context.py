@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from memoir.memory.errors import AccessDenied, MemoirError
 from memoir.memory.extraction import Extractor
+from memoir.memory.judge import Judge
 from memoir.memory.limits import Limits
 from memoir.memory.ratelimit import RateLimiter
 from memoir.memory.llm import LLMProvider
@@ -43,6 +44,7 @@ class AppContext:
     retriever: Retriever
     default_user_id: str
     extractor: Extractor
+    judge: Judge
     caller: Callable[[], Caller] = field(default=Caller)
     # The configured LLM (Anthropic API); None means: use the client's model through sampling.
     llm: LLMProvider | None = None

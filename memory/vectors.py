@@ -1,0 +1,225 @@
+"""Memory embeddings: computed when memories are written, kept in SQLite, searched in memory.
+
+Each user's vectors live in one float32 matrix, in timeline order (created_at, id), loaded on
+the first semantic search for that user and kept in step with writes afterwards: the store
+tells the index what every committed transaction changed; new texts are embedded in one batch
+and saved, new memories are appended, changed ones replaced, deleted ones masked out.
+
+Vectors carry the name of the model that made them. A memory whose vector is missing or from
+another model (written with embeddings off, by another process, or before a model change) is
+embedded again when its user's matrix is loaded - never compared across models. Another
+process writing to the same database is noticed through `PRAGMA data_version`, and the
+matrices are then reloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import numpy as np
+
+from .embeddings import Embedder, EmbeddingsUnavailable, embedding_text, limit_blas_threads
+from .store import Changed, Filters, Store
+
+log = logging.getLogger("memoir.vectors")
+
+
+@dataclass
+class UserVectors:
+    """One user's vectors in timeline order; `alive` masks rows deleted since loading."""
+
+    memory_ids: list[str]
+    matrix: np.ndarray
+    alive: np.ndarray
+    rows: dict[str, int] = field(default_factory=dict)
+    size: int = 0
+
+    @classmethod
+    def build(cls, memory_ids: list[str], matrix: np.ndarray) -> UserVectors:
+        n = len(memory_ids)
+        capacity = max(64, n + n // 4)
+        full = np.zeros((capacity, matrix.shape[1] if n else 384), dtype=np.float32)
+        full[:n] = matrix
+        alive = np.zeros(capacity, dtype=bool)
+        alive[:n] = True
+        return cls(list(memory_ids), full, alive, {m: i for i, m in enumerate(memory_ids)}, n)
+
+    def append(self, memory_id: str, vector: np.ndarray) -> None:
+        if self.size == len(self.matrix):
+            grown = np.zeros((len(self.matrix) * 2, self.matrix.shape[1]), dtype=np.float32)
+            grown[: self.size] = self.matrix[: self.size]
+            alive = np.zeros(len(grown), dtype=bool)
+            alive[: self.size] = self.alive[: self.size]
+            self.matrix, self.alive = grown, alive
+        self.matrix[self.size] = vector
+        self.alive[self.size] = True
+        self.rows[memory_id] = self.size
+        self.memory_ids.append(memory_id)
+        self.size += 1
+
+    def replace(self, memory_id: str, vector: np.ndarray) -> bool:
+        row = self.rows.get(memory_id)
+        if row is None:
+            return False
+        self.matrix[row] = vector
+        return True
+
+    def remove(self, memory_id: str) -> None:
+        row = self.rows.pop(memory_id, None)
+        if row is not None:
+            self.alive[row] = False
+
+    @property
+    def live(self) -> int:
+        return len(self.rows)
+
+    def position(self) -> dict[str, int]:
+        """Each live memory's place in the timeline (deleted rows still count as a step)."""
+        return self.rows
+
+
+class VectorIndex:
+    """Embeds memories on write and answers nearest-neighbour queries per user."""
+
+    def __init__(self, store: Store, load_embedder: Callable[[], Embedder]) -> None:
+        self.store = store
+        self._load_embedder = load_embedder
+        self._embedder: Embedder | None = None
+        self._embedder_lock = asyncio.Lock()
+        self._users: dict[str, UserVectors] = {}
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._data_version: int | None = None
+        store.on_commit(self._on_commit)
+
+    # -- the model ----------------------------------------------------------------------------
+
+    async def embedder(self) -> Embedder:
+        """The model, loaded on first use (in a worker thread: it takes about half a second)."""
+        if self._embedder is None:
+            async with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = await anyio.to_thread.run_sync(self._load_embedder)
+                    limit_blas_threads(1)
+        return self._embedder
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        model = await self.embedder()
+        return await anyio.to_thread.run_sync(model.embed, [embedding_text(t) for t in texts])
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self._embedder is None else self._embedder.name
+
+    # -- search -------------------------------------------------------------------------------
+
+    async def search(
+        self, user_id: str, query: str, k: int, filters: Filters = Filters()
+    ) -> tuple[list[tuple[str, float]], dict[str, int]]:
+        """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first, and
+        the timeline position of every live memory of the user."""
+        query_vector = (await self.embed([query]))[0]
+        vectors = await self.user_vectors(user_id)
+        if vectors.live == 0:
+            return [], {}
+        scores = vectors.matrix[: vectors.size] @ query_vector
+        allowed = vectors.alive[: vectors.size]
+        if filters != Filters():
+            permitted = set(await self.store.filtered_ids(user_id, filters))
+            allowed = allowed & np.fromiter((m in permitted for m in vectors.memory_ids), bool, vectors.size)
+        scores = np.where(allowed, scores, -np.inf)
+        k = min(k, int(allowed.sum()))
+        if k == 0:
+            return [], vectors.position()
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors.position()
+
+    async def user_vectors(self, user_id: str) -> UserVectors:
+        await self._notice_other_writers()
+        vectors = self._users.get(user_id)
+        if vectors is not None:
+            return vectors
+        lock = self._user_locks.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            if user_id not in self._users:
+                self._users[user_id] = await self._load(user_id)
+            return self._users[user_id]
+
+    # -- keeping in step ------------------------------------------------------------------------
+
+    async def _load(self, user_id: str) -> UserVectors:
+        model = await self.embedder()
+        rows = await self.store.fetch(
+            "SELECT m.id, m.memory_id, m.memory, e.model, e.vector FROM memories m"
+            " LEFT JOIN embeddings e ON e.memory_rowid = m.id"
+            " WHERE m.user_id = ? ORDER BY m.created_at, m.id",
+            (user_id,),
+        )
+        matrix = np.zeros((len(rows), model.dim), dtype=np.float32)
+        stale: list[int] = []
+        for i, row in enumerate(rows):
+            if row["model"] == model.name and row["vector"] is not None:
+                matrix[i] = np.frombuffer(row["vector"], dtype="<f4")
+            else:
+                stale.append(i)
+        if stale:
+            fresh = await self.embed([rows[i]["memory"] for i in stale])
+            matrix[stale] = fresh
+            await self._save([(rows[i]["id"], fresh[j]) for j, i in enumerate(stale)], model)
+            log.info("embedded %d memories of user %s that had no current vector", len(stale), user_id)
+        return UserVectors.build([r["memory_id"] for r in rows], matrix)
+
+    async def _save(self, pairs: list[tuple[int, np.ndarray]], model: Embedder) -> None:
+        if not pairs:
+            return
+        async with self.store.transaction() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO embeddings (memory_rowid, model, dim, vector)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memories WHERE id = ?)",
+                [(rowid, model.name, model.dim, vec.astype("<f4").tobytes(), rowid) for rowid, vec in pairs],
+            )
+
+    async def _on_commit(self, changes: list[Changed]) -> None:
+        """Embed what a transaction wrote (one batch) and update the loaded matrices.
+
+        The memories are already committed; a failure here only leaves vectors to be made on
+        the next load, so it is logged, not raised to the caller.
+        """
+        try:
+            await self._apply(changes)
+        except (EmbeddingsUnavailable, OSError, RuntimeError, ValueError) as exc:
+            log.warning("could not embed %d changed memories now (%s); they will be embedded on demand", len(changes), exc)
+            for change in changes:
+                self._users.pop(change.user_id, None)
+
+    async def _apply(self, changes: list[Changed]) -> None:
+        written = [c for c in changes if c.text is not None]
+        vectors_by_id: dict[str, np.ndarray] = {}
+        if written:
+            model = await self.embedder()
+            fresh = await self.embed([c.text for c in written])  # type: ignore[misc]
+            rowids = await self.store.rowids([c.memory_id for c in written])
+            await self._save([(rowids[c.memory_id], fresh[i]) for i, c in enumerate(written) if c.memory_id in rowids], model)
+            vectors_by_id = {c.memory_id: fresh[i] for i, c in enumerate(written)}
+        for change in changes:
+            loaded = self._users.get(change.user_id)
+            if loaded is None:
+                continue
+            if change.text is None:
+                loaded.remove(change.memory_id)
+            elif change.appended:
+                loaded.append(change.memory_id, vectors_by_id[change.memory_id])
+            elif not loaded.replace(change.memory_id, vectors_by_id[change.memory_id]):
+                # A restored memory goes back to its old place in the timeline: reload.
+                self._users.pop(change.user_id, None)
+
+    async def _notice_other_writers(self) -> None:
+        version = await self.store.data_version()
+        if self._data_version is not None and version != self._data_version:
+            log.info("the database was changed by another process; reloading vectors")
+            self._users.clear()
+        self._data_version = version
