@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import anthropic
 
 from memoir.memory.errors import MemoirError
 
@@ -171,6 +170,8 @@ class AnthropicProvider:
         self.timeout = timeout
         self.max_retries = max_retries
         # api_key passed explicitly, so the SDK reads no other credential source.
+        import anthropic  # imported here: it takes most of a second, and only API users need it
+
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
@@ -188,6 +189,8 @@ class AnthropicProvider:
     async def call_tool(
         self, *, system: str, messages: list[dict[str, Any]], tool: ToolSpec, max_tokens: int
     ) -> LLMReply:
+        import anthropic
+
         try:
             msg = await self._client.messages.create(
                 model=self.model,
@@ -245,7 +248,7 @@ class AnthropicProvider:
             tool_input=dict(tool_input), text=text, usage=usage, model=msg.model, stop_reason=msg.stop_reason
         )
 
-    def _status_error(self, e: anthropic.APIStatusError) -> LLMError:
+    def _status_error(self, e: Any) -> LLMError:  # an anthropic.APIStatusError
         status = e.status_code
         detail = f"HTTP {status} {e.type or 'error'}: {e.api_message or e.message}"
         if e.request_id:
