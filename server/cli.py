@@ -78,6 +78,12 @@ async def _add(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _search(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
+        if args.method == "agentic":
+            if app.llm is None:
+                raise MemoirError("agentic search from the command line needs ANTHROPIC_API_KEY")
+            query, _, limit = app.retriever.check(args.query, "agentic", args.limit)
+            results, method = await app.judge.search(settings.user_id, query or "", limit, app.llm)
+            return {"retrieval_method": method, "results": results}
         outcome = await app.retriever.search(settings.user_id, args.query, method=args.method, limit=args.limit)
         return {"retrieval_method": outcome.retrieval_method, "results": outcome.results}
 
@@ -94,6 +100,19 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
         if not events:
             raise MemoirError(f"no history for memory '{args.memory_id}'")
         return events
+
+    return await _with_app(settings, run)
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise MemoirError(
+            f"purge forgets user '{settings.user_id}' entirely, history included, and cannot be undone; "
+            "add --yes to do it"
+        )
+
+    async def run(app):
+        return {"user_id": settings.user_id, "purged_memories": await app.store.purge(settings.user_id)}
 
     return await _with_app(settings, run)
 
@@ -210,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     undo = sub.add_parser("undo", parents=[common], help="revert one recorded change (see `memoir history`)")
     undo.add_argument("event_id", type=int)
     undo.set_defaults(run=_undo)
+
+    purge = sub.add_parser(
+        "purge", parents=[common, user], help="forget a user entirely, history included (cannot be undone)"
+    )
+    purge.add_argument("--yes", action="store_true", help="confirm")
+    purge.set_defaults(run=_purge)
 
     token = sub.add_parser("token", help="bearer tokens for SSE / HTTP: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)

@@ -198,3 +198,25 @@ def test_usage_errors_are_argparse_exit_2(capsys: pytest.CaptureFixture[str]) ->
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "invalid int value: 'abc'" in err and "Traceback" not in err
+
+
+def test_purge_forgets_a_user_with_history_only_when_confirmed(tmp_path: Path) -> None:
+    db = str(tmp_path / "purge.db")
+    ava = ok("add", "Ava likes to ski", "--db", db, "--user", "ava")
+    ok("add", "Bob likes chess", "--db", db, "--user", "bob")
+    refused = run("purge", "--db", db, "--user", "ava")
+    assert_one_line_error(refused.returncode, refused.stdout, refused.stderr, "--yes")
+    assert ok("purge", "--db", db, "--user", "ava", "--yes") == {"user_id": "ava", "purged_memories": 1}
+    assert run("history", ava["memory_id"], "--db", db).returncode == 1
+    assert len(ok("list", "--db", db, "--user", "bob")["memories"]) == 1
+
+
+def test_semantic_search_from_the_command_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "search.db")
+    early = ok("add", "Ava wakes up at 5 am every day", "--db", db)
+    ok("add", "Ava lives in Denver", "--db", db)
+    found = ok("search", "is she a morning person", "--db", db, "--limit", "1")
+    assert found["retrieval_method"] == "hybrid"
+    assert [r["memory_id"] for r in found["results"]] == [early["memory_id"]]
+    refused = run("search", "cook", "--method", "agentic", "--db", db)
+    assert_one_line_error(refused.returncode, refused.stdout, refused.stderr, "ANTHROPIC_API_KEY")
