@@ -19,6 +19,7 @@ from pathlib import Path
 import memoir
 from memoir.memory.errors import MemoirError
 from memoir.memory.store import Change
+from memoir.memory import transfer
 from memoir.memory.tokens import Tokens
 
 from .app import build_server, close_app, open_app
@@ -150,6 +151,47 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_store(settings, run)
 
 
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        lines = transfer.export_lines(app.store, args.user, history=args.history)
+        if not args.output:
+            async for line in lines:
+                print(line)
+            return
+        target = Path(args.output).expanduser()
+        partial = target.with_name(target.name + ".partial")
+        count = 0
+        with partial.open("w", encoding="utf-8") as out:
+            async for line in lines:
+                out.write(line + "\n")
+                count += 1
+        partial.replace(target)
+        print(f"memoir: wrote {count - 1} records to {target}", file=sys.stderr)
+
+    return await _with_store(settings, run)
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        source = "stdin" if args.file == "-" else Path(args.file).name
+        lines = sys.stdin if args.file == "-" else open(Path(args.file).expanduser(), encoding="utf-8")  # noqa: SIM115
+        with lines:
+            report = await transfer.import_lines(
+                app.store, lines, user_id=args.user, default_user=settings.user_id, source=source
+            )
+        print(report.summary())
+        for skipped in report.skipped:
+            print(f"  skipped line {skipped.line}: {skipped.reason}")
+
+    return await _with_store(settings, run)
+
+
+async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    written = await transfer.backup(settings.db_path, args.path)
+    print(f"memoir: backed up {settings.db_path} to {written} (integrity check ok)")
+    return 0
+
+
 async def _with_store(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
     """Like `_with_app`, for commands that print their own output."""
     app = await open_app(settings)
@@ -235,6 +277,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--yes", action="store_true", help="confirm")
     purge.set_defaults(run=_purge)
+
+    export = sub.add_parser("export", parents=[common], help="write memories as JSON Lines (all users, or --user)")
+    export.add_argument("--user", help="only this user's memories (default: every user)")
+    export.add_argument("--history", action="store_true", help="include every recorded change")
+    export.add_argument("--output", "-o", help="write to this file (replaced atomically) instead of stdout")
+    export.set_defaults(run=_export)
+    importing = sub.add_parser(
+        "import", parents=[common], help="read a memoir export or an MCP memory server memory.jsonl (idempotent)"
+    )
+    importing.add_argument("file", metavar="FILE", help="JSON Lines file ('-' for stdin)")
+    importing.add_argument("--user", help="the user for memory.jsonl entities and relations (default: the configured "
+                           "user); for a memoir export, import only this user")
+    importing.set_defaults(run=_import)
+    backup = sub.add_parser("backup", parents=[common], help="copy the database safely, even while a server runs")
+    backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")
+    backup.set_defaults(run=_backup)
 
     token = sub.add_parser("token", help="bearer tokens for SSE / HTTP: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
