@@ -397,6 +397,9 @@ class FakeAnthropic:
 class _Handler(BaseHTTPRequestHandler):
     server_ref: FakeAnthropic
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    # Headers and body go out in two writes; with Nagle's algorithm on, the second waits ~40 ms
+    # for the client's delayed ACK, which would dwarf everything a benchmark means to measure.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
