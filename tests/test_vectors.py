@@ -1,0 +1,110 @@
+"""The vector index stays in step with the store: writes, deletes, undo, other processes, model changes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from memoir.memory.embeddings import load_embedder
+from memoir.memory.retrieval import Retriever
+from memoir.memory.store import Edit, Store
+from memoir.memory.vectors import VectorIndex
+
+
+@pytest.fixture
+async def index(db_path: Path):
+    store = await Store.open(db_path)
+    vectors = VectorIndex(store, lambda: load_embedder("default"))
+    yield Retriever(store, vectors)
+    await store.close()
+
+
+def stored_vectors(db_path: Path) -> dict[str, str]:
+    with sqlite3.connect(db_path) as db:
+        return dict(
+            db.execute("SELECT m.memory_id, e.model FROM memories m JOIN embeddings e ON e.memory_rowid = m.id")
+        )
+
+
+async def semantic_ids(retriever: Retriever, user: str, query: str, k: int = 3) -> list[str]:
+    outcome = await retriever.search(user, query, method="semantic", limit=k)
+    return [m.memory_id for m in outcome.results]
+
+
+async def test_every_write_is_embedded_and_searchable_at_once(index: Retriever, db_path: Path) -> None:
+    store = index.store
+    run = await store.add("ava", "Ava wakes up at 5 am to go running")
+    await store.add("ava", "Ava's favourite colour is green")
+    assert (await semantic_ids(index, "ava", "early riser", 1)) == [run.memory_id]
+    # Loaded matrix, then more writes: they must show up without a reload.
+    tea = await store.add("ava", "Ava drinks green tea")
+    assert (await semantic_ids(index, "ava", "a hot drink", 1)) == [tea.memory_id]
+    await store.update("ava", tea.memory_id, memory="Ava plays the cello")
+    assert (await semantic_ids(index, "ava", "a musical instrument", 1)) == [tea.memory_id]
+    await store.delete("ava", run.memory_id)
+    assert run.memory_id not in await semantic_ids(index, "ava", "early riser", 5)
+    models = stored_vectors(db_path)
+    assert set(models) == {m.memory_id for m in (await store.list("ava")).memories}
+    assert set(models.values()) == {index.vectors.model_name}
+
+
+async def test_a_batch_of_edits_is_embedded_together(index: Retriever) -> None:
+    results = await index.store.apply("ava", [Edit("add", memory=f"Ava visited city {i}") for i in range(30)])
+    assert len(await semantic_ids(index, "ava", "travel", 30)) == 30
+    assert {r.memory_id for r in results} == {m.memory_id for m in (await index.store.list("ava", limit=50)).memories}
+
+
+async def test_undo_and_clear_keep_the_index_in_step(index: Retriever) -> None:
+    store = index.store
+    cello = await store.add("ava", "Ava plays the cello")
+    await store.add("ava", "Ava lives in Denver")
+    await semantic_ids(index, "ava", "music")
+    await store.delete("ava", cello.memory_id)
+    delete_event = (await store.history(cello.memory_id))[-1]
+    await store.undo(delete_event.event_id)
+    assert (await semantic_ids(index, "ava", "a musical instrument", 1)) == [cello.memory_id]
+    await store.clear("ava")
+    assert await semantic_ids(index, "ava", "music") == []
+
+
+async def test_users_never_share_vectors(index: Retriever) -> None:
+    await index.store.add("ava", "Ava plays the cello")
+    bob = await index.store.add("bob", "Bob plays the violin")
+    assert (await semantic_ids(index, "bob", "music", 5)) == [bob.memory_id]
+
+
+async def test_filters_apply_to_semantic_search(index: Retriever) -> None:
+    from memoir.memory.store import Filters
+
+    music = await index.store.add("ava", "Ava plays the cello", ["music"])
+    await index.store.add("ava", "Ava plays the violin", ["childhood"])
+    outcome = await index.search("ava", "instrument", method="semantic", limit=5, filters=Filters(topics=("music",)))
+    assert [m.memory_id for m in outcome.results] == [music.memory_id]
+
+
+async def test_writes_by_another_process_are_noticed(index: Retriever, db_path: Path) -> None:
+    await index.store.add("ava", "Ava lives in Denver")
+    await semantic_ids(index, "ava", "home")  # matrix loaded
+    other = await Store.open(db_path)  # another process: no vector index, so no vectors written
+    try:
+        cello = await other.add("ava", "Ava plays the cello")
+    finally:
+        await other.close()
+    assert (await semantic_ids(index, "ava", "a musical instrument", 1)) == [cello.memory_id]
+    assert cello.memory_id in stored_vectors(db_path)  # embedded on demand, and kept
+
+
+async def test_vectors_of_another_model_are_never_mixed_in(index: Retriever, db_path: Path) -> None:
+    cello = await index.store.add("ava", "Ava plays the cello")
+    await index.store.add("ava", "Ava lives in Denver")
+    with sqlite3.connect(db_path) as db:  # as if written by an older model: garbage vectors
+        db.execute("UPDATE embeddings SET model = 'old-model@0', vector = zeroblob(1536)")
+    fresh = await Store.open(db_path)
+    try:
+        retriever = Retriever(fresh, VectorIndex(fresh, lambda: load_embedder("default")))
+        assert (await semantic_ids(retriever, "ava", "a musical instrument", 1)) == [cello.memory_id]
+    finally:
+        await fresh.close()
+    assert set(stored_vectors(db_path).values()) == {index.vectors.model_name}
