@@ -402,10 +402,7 @@ class Store:
     async def get_many(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
         """The user's memories among `memory_ids` (others' and unknown ids are left out)."""
         found: dict[str, Memory] = {}
-        ids = list(memory_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _id_chunks(memory_ids):
             rows = await _fetchall(
                 self._reader,
                 f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ? AND m.memory_id IN ({marks})",
@@ -417,13 +414,8 @@ class Store:
     async def rowids(self, memory_ids: Sequence[str]) -> dict[str, int]:
         """Internal row ids (the key of side tables such as embeddings) of existing memories."""
         out: dict[str, int] = {}
-        ids = list(memory_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = await _fetchall(
-                self._writer, f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk
-            )
+        for chunk, marks in _id_chunks(memory_ids):
+            rows = await _fetchall(self._writer, f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
             out.update((r["memory_id"], r["id"]) for r in rows)
         return out
 
@@ -675,6 +667,14 @@ def _same(current: Memory | None, recorded: Memory) -> bool:
         and current.topics == recorded.topics
         and current.updated_at == recorded.updated_at
     )
+
+
+def _id_chunks(ids: Sequence[str], size: int = 500) -> Iterable[tuple[list[str], str]]:
+    """`ids` in chunks small enough for one `IN (...)`, each with its placeholders."""
+    ids = list(ids)
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _new_memory_id() -> str:
