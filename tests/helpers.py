@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from mcp import Client
 
+# Every tool the server must offer.
+TOOLS = {
+    "add_memory",
+    "update_memory",
+    "delete_memory",
+    "search_memories",
+    "extract_memories",
+    "list_memories",
+    "clear_memories",
+}
+
 
 async def call(client: Client, tool: str, **arguments: object) -> dict:
     """Call a tool that must succeed; return its structured result."""

@@ -9,17 +9,7 @@ from mcp import Client
 
 from memoir.tools.context import AppContext
 
-from .helpers import call, call_error
-
-TOOLS = {
-    "add_memory",
-    "update_memory",
-    "delete_memory",
-    "search_memories",
-    "extract_memories",
-    "list_memories",
-    "clear_memories",
-}
+from .helpers import TOOLS, call, call_error
 
 
 async def snapshot(app: AppContext) -> tuple:

@@ -22,17 +22,9 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from memoir.server.cli import main as cli_main
+from tests.helpers import TOOLS
 from tests.servers import ServerProcess, memoir_server, serve, stdio_params  # noqa: F401  (serve: fixture)
 
-TOOLS = {
-    "add_memory",
-    "update_memory",
-    "delete_memory",
-    "search_memories",
-    "extract_memories",
-    "list_memories",
-    "clear_memories",
-}
 ERAS = {"auto": "2026-07-28", "legacy": "2025-11-25"}
 
 
