@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from .errors import InvalidArgument
 
 _USER_ID = re.compile(r"[A-Za-z0-9_.@:\-]+")
+# Ids the server makes are 12 hex digits; imports may carry others of this shape (memory/transfer.py).
+_MEMORY_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 # C0/C1 controls other than tab/newline/CR carry nothing a memory needs and confuse terminals and JSON consumers.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -43,6 +45,16 @@ class Limits:
         if not _USER_ID.fullmatch(value):
             raise InvalidArgument(
                 field, "may contain only letters, digits and _ . @ : - (for example 'ava' or 'ava@example.com')"
+            )
+        return value
+
+    def memory_id(self, value: str, field: str = "memory_id") -> str:
+        """A well-formed id (whether it exists is the store's question); the value is not echoed back."""
+        if not isinstance(value, str) or not _MEMORY_ID.fullmatch(value):
+            raise InvalidArgument(
+                field,
+                "is not a memory id (they look like '3f9a1c2b7d4e'); pass a memory_id returned by add_memory, "
+                "search_memories or list_memories",
             )
         return value
 

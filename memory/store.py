@@ -197,6 +197,7 @@ class Store:
         topics: Sequence[str] | None = None,
         change: Change = Change(),
     ) -> Memory:
+        self.limits.memory_id(memory_id)
         if memory is None and topics is None:
             raise InvalidArgument("memory", "give a new memory text, new topics, or both")
         text = None if memory is None else self.limits.memory_text(memory)
@@ -205,6 +206,7 @@ class Store:
             return await self._update(db, user_id, memory_id, text, topic_list, change)
 
     async def delete(self, user_id: str, memory_id: str, *, change: Change = Change()) -> None:
+        self.limits.memory_id(memory_id)
         async with self.transaction() as db:
             await self._delete(db, user_id, memory_id, "delete", change)
 
@@ -216,7 +218,7 @@ class Store:
         checked = [
             Edit(
                 e.op,
-                e.memory_id,
+                None if e.memory_id is None else self.limits.memory_id(e.memory_id),
                 None if e.memory is None else self.limits.memory_text(e.memory),
                 None if e.topics is None else self.limits.topics(e.topics),
                 self.limits.input_text(e.input),
@@ -299,6 +301,7 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     async def get(self, user_id: str, memory_id: str) -> Memory:
+        self.limits.memory_id(memory_id)
         found = await self._get(self._reader, user_id, memory_id)
         if found is None:
             raise MemoryNotFound(memory_id, user_id)
@@ -306,6 +309,8 @@ class Store:
 
     async def find(self, memory_id: str) -> Memory | None:
         """A memory by id, whoever it belongs to (for trusted local callers only)."""
+        if not _well_formed(memory_id):
+            return None
         row = await _fetchone(self._reader, f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ?", (memory_id,))
         return None if row is None else _memory(row)
 
@@ -373,6 +378,8 @@ class Store:
 
     async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
         """Every recorded change of a memory, oldest first (restricted to `user_id` when given)."""
+        if not _well_formed(memory_id):
+            return []
         sql = "SELECT * FROM history WHERE memory_id = ?"
         params: tuple[Any, ...] = (memory_id,)
         if user_id is not None:
@@ -684,6 +691,14 @@ def _new_memory_id() -> str:
 
 def _encode_cursor(created_at: str, row_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, row_id]).encode()).decode().rstrip("=")
+
+
+def _well_formed(memory_id: str) -> bool:
+    try:
+        Limits().memory_id(memory_id)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _decode_cursor(cursor: str) -> tuple[str, int]:

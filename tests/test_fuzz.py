@@ -168,3 +168,19 @@ def test_hostile_arguments_never_crash_and_change_nothing_when_refused(tmp_path:
         loop = asyncio.new_event_loop()
         loop.run_until_complete(close_app(app))
         loop.close()
+
+
+async def test_a_malformed_memory_id_is_a_clear_error_everywhere(client) -> None:  # noqa: ANN001 - conftest fixture
+    """Found by the fuzz test: a lone surrogate in memory_id reached SQLite and crashed the call."""
+    import pytest
+    from mcp.shared.exceptions import MCPError
+
+    for bad in ("\ud800", "x" * 65, "a b", "../x", ""):
+        for tool, extra in (("update_memory", {"memory": "new"}), ("delete_memory", {})):
+            result = await client.call_tool(tool, {"memory_id": bad, **extra})
+            assert result.is_error and "memory_id: is not a memory id" in result.content[0].text
+    for bad in ("x" * 65, "a;b", "a~b"):  # (a lone surrogate cannot even be sent as a URI)
+        with pytest.raises(MCPError, match="no memory"):
+            await client.read_resource(f"memoir://memories/{bad}")
+        with pytest.raises(MCPError, match="no history"):
+            await client.read_resource(f"memoir://memories/{bad}/history")
