@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"memoir: a MEMOIR_* environment variable is invalid: {exc}", file=sys.stderr)
         return 1
+    if args.command not in ("serve", "search") and settings.embeddings == "on":
+        # Only serving and searching need the embedding model. What a shell command writes is
+        # embedded by the server (or the next search) the first time that user is searched.
+        settings = replace(settings, embeddings="off")
     logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(args.run(settings, args))
