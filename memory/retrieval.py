@@ -126,8 +126,10 @@ class Retriever:
         assert self.vectors is not None
         keyword = await self.store.keyword(user_id, query, limit=CANDIDATES, filters=filters)
         semantic, position = await self.vectors.search(user_id, query, CANDIDATES, filters)
-        # Timeline position orders memories as created_at does, and covers both lists.
-        recency = {m: f"{p:012d}" for m, p in position.items()}
+        # Timeline position orders memories as created_at does, and covers both lists; only the
+        # candidates need a key (the user may have 100,000 memories).
+        candidates = {m.memory_id for m in keyword}.union(m for m, _ in semantic)
+        recency = {m: f"{position[m]:012d}" for m in candidates if m in position}
         fused = fuse([(m.memory_id, m.score) for m in keyword], semantic, recency, position=position)
         known = {m.memory_id: m for m in keyword}
         return await self._rows(user_id, fused[:limit], known)
