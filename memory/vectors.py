@@ -15,6 +15,7 @@ matrices are then reloaded.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from .embeddings import Embedder, EmbeddingsUnavailable, embedding_text, limit_blas_threads
+from .embeddings import Embedder, embedding_text, limit_blas_threads
 from .store import Changed, Filters, Store
 
 log = logging.getLogger("memoir.vectors")
+
+EMBED_BATCH = 64
 
 
 @dataclass
@@ -49,6 +52,8 @@ class UserVectors:
         return cls(list(memory_ids), full, alive, {m: i for i, m in enumerate(memory_ids)}, n)
 
     def append(self, memory_id: str, vector: np.ndarray) -> None:
+        if self.replace(memory_id, vector):  # already loaded from the database meanwhile
+            return
         if self.size == len(self.matrix):
             grown = np.zeros((len(self.matrix) * 2, self.matrix.shape[1]), dtype=np.float32)
             grown[: self.size] = self.matrix[: self.size]
@@ -93,6 +98,11 @@ class VectorIndex:
         self._users: dict[str, UserVectors] = {}
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._data_version: int | None = None
+        # Committed changes wait here for the background task that embeds them in batches.
+        self._pending: list[Changed] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()
+        self._settled.set()
         store.on_commit(self._on_commit)
 
     # -- the model ----------------------------------------------------------------------------
@@ -138,7 +148,17 @@ class VectorIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors.position()
 
+    async def settled(self) -> None:
+        """Wait until every committed change is in the index, so a search never misses a write."""
+        while not self._settled.is_set():
+            await self._settled.wait()
+
+    async def close(self) -> None:
+        """Finish embedding what is queued (anything left is embedded on demand next time)."""
+        await self.settled()
+
     async def user_vectors(self, user_id: str) -> UserVectors:
+        await self.settled()
         await self._notice_other_writers()
         vectors = self._users.get(user_id)
         if vectors is not None:
@@ -184,17 +204,36 @@ class VectorIndex:
             )
 
     async def _on_commit(self, changes: list[Changed]) -> None:
-        """Embed what a transaction wrote (one batch) and update the loaded matrices.
+        """Queue what a transaction changed; the write returns without waiting for the model.
 
-        The memories are already committed; a failure here only leaves vectors to be made on
-        the next load, so it is logged, not raised to the caller.
+        A background task embeds the queue in batches (one model call for many texts, which is
+        several times faster than one call each) and updates the loaded matrices, in commit
+        order. Searches wait for it (`settled`).
         """
+        self._pending.extend(changes)
+        self._settled.clear()
+        if self._worker is None or self._worker.done():
+            # A fresh context: the worker outlives the call that started it, and must not carry
+            # that call's deadline (memory/deadline.py) or identity.
+            self._worker = asyncio.create_task(
+                self._embed_pending(), name="memoir-embed", context=contextvars.Context()
+            )
+
+    async def _embed_pending(self) -> None:
         try:
-            await self._apply(changes)
-        except (EmbeddingsUnavailable, OSError, RuntimeError, ValueError) as exc:
-            log.warning("could not embed %d changed memories now (%s); they will be embedded on demand", len(changes), exc)
-            for change in changes:
-                self._users.pop(change.user_id, None)
+            while self._pending:
+                batch, self._pending = self._pending[:EMBED_BATCH], self._pending[EMBED_BATCH:]
+                try:
+                    await self._apply(batch)
+                except Exception as exc:  # noqa: BLE001 - the memories are committed; vectors can wait
+                    # Nothing is lost: the loaded matrices of these users are dropped, and their
+                    # memories without a current vector are embedded when the users are next searched.
+                    log.warning("could not embed %d changed memories now (%s); they will be embedded on demand",
+                                len(batch), exc)
+                    for change in batch:
+                        self._users.pop(change.user_id, None)
+        finally:
+            self._settled.set()
 
     async def _apply(self, changes: list[Changed]) -> None:
         written = [c for c in changes if c.text is not None]

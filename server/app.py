@@ -56,6 +56,8 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
 
 
 async def close_app(app: AppContext) -> None:
+    if app.retriever.vectors is not None:
+        await app.retriever.vectors.close()
     if isinstance(app.llm, AnthropicProvider):
         await app.llm.aclose()
     await app.store.close()

@@ -108,3 +108,29 @@ async def test_vectors_of_another_model_are_never_mixed_in(index: Retriever, db_
     finally:
         await fresh.close()
     assert set(stored_vectors(db_path).values()) == {index.vectors.model_name}
+
+
+async def test_embedding_runs_after_the_call_and_outside_its_deadline(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    from mcp import Client
+
+    from memoir.server.app import build_server, close_app, open_app
+    from memoir.server.settings import Settings
+
+    from .helpers import call
+
+    settings = Settings(db_path=db_path)
+    settings = replace(settings, access=replace(settings.access, call_timeout=5.0))
+    app = await open_app(settings)
+    try:
+        async with Client(build_server(app), mode="legacy") as client:
+            ids = [(await call(client, "add_memory", memory=f"Ava went on trip number {i}"))["memory_id"] for i in range(40)]
+            found = await call(client, "search_memories", query="journeys", retrieval_method="semantic", limit=100)
+        assert {r["memory_id"] for r in found["results"]} == set(ids)
+    finally:
+        await close_app(app)
+    assert not [r for r in caplog.records if "could not embed" in r.getMessage()]
+    assert set(stored_vectors(db_path)) == set(ids)
