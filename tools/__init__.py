@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from mcp.server.mcpserver import MCPServer
 
 from . import (
@@ -33,7 +35,14 @@ def register(server: MCPServer) -> None:
     """Add every tool, resource and prompt to `server`."""
     for module in TOOL_MODULES:
         name = module.__name__.rsplit(".", 1)[-1]
-        server.add_tool(tool_errors(guarded(getattr(module, name))), name=name, annotations=module.ANNOTATIONS)
+        handler = getattr(module, name)
+        server.add_tool(
+            tool_errors(guarded(handler)),
+            name=name,
+            # The docstring is what the calling model reads: without the source's indentation.
+            description=inspect.cleandoc(handler.__doc__ or ""),
+            annotations=module.ANNOTATIONS,
+        )
     server.resource("memoir://users/{user_id}/memories", mime_type="application/json")(
         guarded_resource(resources.user_memories)
     )
