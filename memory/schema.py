@@ -76,6 +76,38 @@ MIGRATIONS: list[str] = [
         vector       BLOB NOT NULL                   -- float32, little-endian, L2-normalised
     );
     """,
+    # 4: a full-text index per user. BM25 weighs a word by how rare it is and a memory by its
+    # length; with one shared index those statistics mixed every user's memories, so one user's
+    # ranking depended on - and could reveal something about - what others had stored. Triggers
+    # queue every change; the store applies a user's queue to that user's own index (a table
+    # named by Store.fts_table) before it searches it.
+    """
+    DROP TRIGGER memories_fts_insert;
+    DROP TRIGGER memories_fts_delete;
+    DROP TRIGGER memories_fts_update;
+    DROP TABLE memories_fts;
+
+    CREATE TABLE fts_pending (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     TEXT NOT NULL,
+        id          INTEGER NOT NULL,               -- memories.id, the rowid in the user's index
+        memory      TEXT,                           -- NULL: remove the row from the index
+        topics      TEXT
+    );
+    CREATE INDEX fts_pending_by_user ON fts_pending (user_id, seq);
+
+    CREATE TRIGGER memories_index_insert AFTER INSERT ON memories BEGIN
+        INSERT INTO fts_pending (user_id, id, memory, topics) VALUES (new.user_id, new.id, new.memory, new.topics);
+    END;
+    CREATE TRIGGER memories_index_delete AFTER DELETE ON memories BEGIN
+        INSERT INTO fts_pending (user_id, id, memory, topics) VALUES (old.user_id, old.id, NULL, NULL);
+    END;
+    CREATE TRIGGER memories_index_update AFTER UPDATE OF memory, topics ON memories BEGIN
+        INSERT INTO fts_pending (user_id, id, memory, topics) VALUES (new.user_id, new.id, new.memory, new.topics);
+    END;
+
+    INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

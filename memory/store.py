@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import contextlib
 import json
 import secrets
@@ -104,6 +105,7 @@ class Store:
         # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
         self._changes: list[Changed] = []
         self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
+        self._fts_tables: set[str] = set()  # per-user full-text indexes known to exist
         self.path = path
         self.limits = limits
 
@@ -267,6 +269,10 @@ class Store:
             deleted = cursor.rowcount
             self._changes += [Changed(user_id, r["memory_id"], None) for r in gone]
             await db.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            # The words of the user's memories live in their index too: drop it all.
+            await db.execute("DELETE FROM fts_pending WHERE user_id = ?", (user_id,))
+            await db.execute(f"DROP TABLE IF EXISTS {fts_table(user_id)}")
+            self._fts_tables.discard(fts_table(user_id))
             return deleted
 
     async def undo(self, event_id: int, *, user_id: str | None = None, change: Change | None = None) -> HistoryEvent:
@@ -366,15 +372,48 @@ class Store:
         if match is None:
             return []
         where, params = filters.sql()
+        if not await self.sync_index(user_id):
+            return []  # the user has never had a memory
+        fts = fts_table(user_id)
         rows = await _fetchall(
             self._reader,
-            f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, 1.0, 0.5) AS rank"
-            " FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid"
-            f" WHERE memories_fts MATCH ? AND m.user_id = ?{where}"
+            f"SELECT {_MEMORY_COLUMNS}, bm25({fts}, 1.0, 0.5) AS rank"
+            f" FROM {fts} JOIN memories m ON m.id = {fts}.rowid"
+            f" WHERE {fts} MATCH ? AND m.user_id = ?{where}"
             " ORDER BY rank, m.created_at DESC LIMIT ?",
             (match, user_id, *params, limit),
         )
         return [ScoredMemory(**_memory(r).model_dump(), score=-float(r["rank"])) for r in rows]
+
+    async def sync_index(self, user_id: str) -> bool:
+        """Apply the user's queued changes to the user's full-text index; False if there is none."""
+        if await _fetchone(self._reader, "SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)):
+            async with self.transaction() as db:
+                await self._apply_pending(db, user_id)
+        fts = fts_table(user_id)
+        if fts not in self._fts_tables:
+            if not await _fetchone(self._reader, "SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)):
+                return False
+            self._fts_tables.add(fts)
+        return True
+
+    async def _apply_pending(self, db: aiosqlite.Connection, user_id: str) -> None:
+        pending = await _fetchall(
+            db, "SELECT seq, id, memory, topics FROM fts_pending WHERE user_id = ? ORDER BY seq", (user_id,)
+        )
+        if not pending:
+            return
+        fts = fts_table(user_id)
+        await db.execute(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5 (memory, topics, tokenize = 'porter unicode61')"
+        )
+        latest = {row["id"]: row for row in pending}  # the last change of each memory is its state now
+        await db.executemany(f"DELETE FROM {fts} WHERE rowid = ?", [(i,) for i in latest])
+        await db.executemany(
+            f"INSERT INTO {fts} (rowid, memory, topics) VALUES (?, ?, ?)",
+            [(i, r["memory"], r["topics"]) for i, r in latest.items() if r["memory"] is not None],
+        )
+        await db.execute("DELETE FROM fts_pending WHERE user_id = ? AND seq <= ?", (user_id, pending[-1]["seq"]))
 
     async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
         """Every recorded change of a memory, oldest first (restricted to `user_id` when given)."""
@@ -674,6 +713,11 @@ def _same(current: Memory | None, recorded: Memory) -> bool:
         and current.topics == recorded.topics
         and current.updated_at == recorded.updated_at
     )
+
+
+def fts_table(user_id: str) -> str:
+    """The name of the user's own full-text index (user ids are not valid SQL names; a hash is)."""
+    return "fts_user_" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
 
 
 def _id_chunks(ids: Sequence[str], size: int = 500) -> Iterable[tuple[list[str], str]]:

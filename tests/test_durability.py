@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memoir.memory.store import Store, fts_table
 from tests.netclients import connect
 from tests.servers import start_server
 
@@ -64,12 +65,27 @@ async def writer(url: str, user: str, round_: int, ledger: Ledger, stop: asyncio
         return
 
 
-def check_database(db: Path, ledger: Ledger) -> int:
+async def check_database(db: Path, ledger: Ledger) -> int:
     con = sqlite3.connect(db)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = dict(con.execute("SELECT memory_id, memory FROM memories").fetchall())
-        fts = con.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH '\"fact\"'").fetchone()[0]
+        per_user = dict(con.execute("SELECT user_id, count(*) FROM memories GROUP BY user_id").fetchall())
+    finally:
+        con.close()
+    # Each user's full-text index, once the changes queued before the kill are applied.
+    store = await Store.open(db)
+    try:
+        for user in per_user:
+            assert await store.sync_index(user)
+    finally:
+        await store.close()
+    con = sqlite3.connect(db)
+    try:
+        indexed = {
+            user: con.execute(f"SELECT count(*) FROM {fts_table(user)} WHERE {fts_table(user)} MATCH '\"fact\"'").fetchone()[0]
+            for user in per_user
+        }
     finally:
         con.close()
     for memory_id, text in ledger.added.items():
@@ -77,7 +93,7 @@ def check_database(db: Path, ledger: Ledger) -> int:
             assert memory_id not in rows, f"acknowledged delete of {memory_id} came back"
         elif memory_id not in ledger.in_flight_deletes:
             assert rows.get(memory_id) == text, f"acknowledged write {memory_id} lost"
-    assert fts == len(rows)  # the full-text index is in step with the table
+    assert indexed == per_user  # every user's full-text index is in step with the table
     return len(rows)
 
 
@@ -94,7 +110,7 @@ async def test_acknowledged_writes_survive_repeated_sigkill(tmp_path: Path) -> N
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         stop.set()
         await asyncio.gather(*tasks)
-        check_database(db, ledger)
+        await check_database(db, ledger)
     # A last clean start: the server opens the database and serves what it holds.
     server = start_server("http", db, env=env)
     try:
@@ -103,7 +119,7 @@ async def test_acknowledged_writes_survive_repeated_sigkill(tmp_path: Path) -> N
             assert not listed.is_error
     finally:
         assert server.stop() == 0
-    present = check_database(db, ledger)
+    present = await check_database(db, ledger)
     print(f"{KILLS} SIGKILLs, {ledger.acknowledged} acknowledged writes, {present} memories present")
     assert ledger.acknowledged > KILLS * WRITERS  # the clients did write between kills
     assert "database is locked" not in server.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from memoir.memory.errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from memoir.memory.schema import SCHEMA_VERSION
-from memoir.memory.store import Change, Store
+from memoir.memory.store import Change, Store, fts_table
 
 
 @pytest.fixture
@@ -20,9 +20,11 @@ async def store(db_path: Path):
     await store.close()
 
 
-def fts_rows(db_path: Path) -> list[tuple]:
-    with sqlite3.connect(db_path) as db:
-        return db.execute("SELECT rowid, memory FROM memories_fts ORDER BY rowid").fetchall()
+async def fts_rows(store: Store, user_id: str = "ava") -> list[tuple]:
+    """The user's full-text index, once its queued changes are applied."""
+    await store.sync_index(user_id)
+    with sqlite3.connect(store.path) as db:
+        return db.execute(f"SELECT rowid, memory FROM {fts_table(user_id)} ORDER BY rowid").fetchall()
 
 
 async def test_a_new_database_is_migrated_and_configured(store: Store, db_path: Path) -> None:
@@ -30,7 +32,7 @@ async def test_a_new_database_is_migrated_and_configured(store: Store, db_path: 
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
-    assert {"memories", "history", "memories_fts", "memories_fts_insert", "memories_fts_update"} <= tables
+    assert {"memories", "history", "fts_pending", "memories_index_insert", "memories_index_update"} <= tables
     async with store._writer.execute("PRAGMA synchronous") as cur:
         assert (await cur.fetchone())[0] == 2  # FULL
     async with store._writer.execute("PRAGMA foreign_keys") as cur:
@@ -61,15 +63,29 @@ async def test_the_full_text_index_follows_every_change(store: Store, db_path: P
     b = await store.add("ava", "Ava lives in San Francisco")
     await store.update("ava", a.memory_id, memory="Ava likes to snowboard")
     await store.delete("ava", b.memory_id)
-    assert [r[1] for r in fts_rows(db_path)] == ["Ava likes to snowboard"]
+    assert [r[1] for r in await fts_rows(store)] == ["Ava likes to snowboard"]
     assert await store.keyword("ava", "ski", limit=5) == []
     assert len(await store.keyword("ava", "snowboarding", limit=5)) == 1  # porter stemming
     with sqlite3.connect(db_path) as db:
-        db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('integrity-check')")
+        db.execute(f"INSERT INTO {fts_table('ava')} ({fts_table('ava')}) VALUES ('integrity-check')")
+        assert db.execute("SELECT count(*) FROM fts_pending").fetchone()[0] == 0
+
+
+async def test_each_users_ranking_depends_on_their_own_memories_only(store: Store) -> None:
+    """BM25 weighs words by how rare they are: in the user's own memories, not in everyone's."""
+    await store.add("ava", "Ava likes green tea")
+    await store.add("ava", "Ava likes black coffee")
+    before = [(m.memory, m.score) for m in await store.keyword("ava", "green coffee", limit=5)]
+    for i in range(30):  # another user writes "green" a lot
+        await store.add("bob", f"Bob painted the fence green, coat {i}")
+    after = [(m.memory, m.score) for m in await store.keyword("ava", "green coffee", limit=5)]
+    assert after == before
+    assert fts_table("ava") != fts_table("bob")
 
 
 async def test_a_failed_transaction_leaves_nothing_behind(store: Store, db_path: Path) -> None:
     await store.add("ava", "first")
+    await fts_rows(store)
     with pytest.raises(ZeroDivisionError):
         async with store.transaction() as db:
             await db.execute(
@@ -77,7 +93,7 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store, db_path:
             )
             1 / 0
     assert await store.count() == 1
-    assert len(fts_rows(db_path)) == 1
+    assert len(await fts_rows(store)) == 1
     await store.add("ava", "second")  # the writer is usable again
     assert await store.count() == 2
 
@@ -151,6 +167,7 @@ async def test_purge_forgets_memories_and_history_of_one_user(store: Store) -> N
     ava = await store.add("ava", "Ava likes to ski")
     bob = await store.add("bob", "Bob likes chess")
     await store.update("ava", ava.memory_id, memory="Ava likes to snowboard")
+    assert len(await store.keyword("ava", "snowboard", limit=1)) == 1  # the user's index exists
     assert await store.purge("ava") == 1
     assert await store.history(ava.memory_id) == []
     assert await store.count("ava") == 0
@@ -158,6 +175,7 @@ async def test_purge_forgets_memories_and_history_of_one_user(store: Store) -> N
     with sqlite3.connect(store.path) as db:
         dump = "\n".join(db.iterdump())
     assert "snowboard" not in dump and "Ava likes to ski" not in dump
+    assert "Bob likes chess" in dump
 
 
 async def test_in_memory_database_works(tmp_path: Path) -> None:
