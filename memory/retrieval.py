@@ -12,6 +12,7 @@ The result always names the method that actually ran.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -124,8 +125,11 @@ class Retriever:
 
     async def _hybrid(self, user_id: str, query: str, limit: int, filters: Filters) -> list[ScoredMemory]:
         assert self.vectors is not None
-        keyword = await self.store.keyword(user_id, query, limit=CANDIDATES, filters=filters)
-        semantic, position = await self.vectors.search(user_id, query, CANDIDATES, filters)
+        # SQLite and the embedding model each run in a thread of their own: overlap them.
+        keyword, (semantic, position) = await asyncio.gather(
+            self.store.keyword(user_id, query, limit=CANDIDATES, filters=filters),
+            self.vectors.search(user_id, query, CANDIDATES, filters),
+        )
         # Timeline position orders memories as created_at does, and covers both lists; only the
         # candidates need a key (the user may have 100,000 memories).
         candidates = {m.memory_id for m in keyword}.union(m for m, _ in semantic)
