@@ -28,7 +28,7 @@ from .deadline import commit_point
 from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, now
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
-from .ranking import build_fts_query
+from .ranking import build_fts_query, query_terms
 from .schema import MIGRATIONS
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -375,6 +375,7 @@ class Store:
         if not await self.sync_index(user_id):
             return []  # the user has never had a memory
         fts = fts_table(user_id)
+        match = await self._without_common_terms(fts, query) or match
         rows = await _fetchall(
             self._reader,
             f"SELECT {_MEMORY_COLUMNS}, bm25({fts}, 1.0, 0.5) AS rank"
@@ -384,6 +385,33 @@ class Store:
             (match, user_id, *params, limit),
         )
         return [ScoredMemory(**_memory(r).model_dump(), score=-float(r["rank"])) for r in rows]
+
+    async def _without_common_terms(self, fts: str, query: str) -> str | None:
+        """The MATCH for `query` without the words found in over half of the user's memories.
+
+        BM25 gives such a word (the user's own name, say) a weight of about zero, yet scoring
+        it means scoring most of the user's memories: at 10,000 memories that is most of a
+        search's time. Counting a word's matches stops at the half-way mark, so it stays cheap.
+        None when no word is that common, or when every word is (then nothing ranks better).
+        """
+        terms = query_terms(query)
+        if len(terms) < 2:
+            return None
+        row = await _fetchone(self._reader, f"SELECT count(*) FROM {fts}_docsize", ())
+        half = int(row[0]) // 2
+        if half < 50:  # a small store: scoring everything is cheap anyway
+            return None
+        kept = []
+        for term in terms:
+            quoted = '"' + term.replace('"', '""') + '"'
+            found = await _fetchone(
+                self._reader, f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT ?)", (quoted, half + 1)
+            )
+            if int(found[0]) <= half:
+                kept.append(quoted)
+        if not kept or len(kept) == len(terms):
+            return None
+        return " OR ".join(kept)
 
     async def sync_index(self, user_id: str) -> bool:
         """Apply the user's queued changes to the user's full-text index; False if there is none."""

@@ -193,3 +193,17 @@ async def test_change_records_actor_reason_and_source(store: Store) -> None:
     )
     event = (await store.history(memory.memory_id))[0]
     assert (event.actor, event.reason, event.source) == ("extraction", "user said so", "I ski")
+
+
+async def test_words_in_most_memories_do_not_decide_or_slow_a_search(store: Store) -> None:
+    from memoir.memory.store import Edit
+
+    await store.apply("ava", [Edit("add", memory=f"Ava went to market number {i}") for i in range(200)])
+    pottery = await store.add("ava", "Ava tried pottery in Lisbon")
+    assert await store.sync_index("ava")
+    # "ava" is in every memory: BM25 gives it no weight, and it is left out of the match.
+    assert await store._without_common_terms(fts_table("ava"), "ava pottery") == '"pottery"'
+    assert await store._without_common_terms(fts_table("ava"), "pottery lisbon") is None
+    assert await store._without_common_terms(fts_table("ava"), "ava market") is None  # all common: keep all
+    found = await store.keyword("ava", "Did Ava try pottery?", limit=5)
+    assert [m.memory_id for m in found] == [pottery.memory_id]
