@@ -106,6 +106,7 @@ class Store:
         self._changes: list[Changed] = []
         self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
         self._fts_tables: set[str] = set()  # per-user full-text indexes known to exist
+        self._index_sizes: dict[str, int] = {}  # rows per index, forgotten when the index changes
         self.path = path
         self.limits = limits
 
@@ -273,6 +274,7 @@ class Store:
             await db.execute("DELETE FROM fts_pending WHERE user_id = ?", (user_id,))
             await db.execute(f"DROP TABLE IF EXISTS {fts_table(user_id)}")
             self._fts_tables.discard(fts_table(user_id))
+            self._index_sizes.pop(fts_table(user_id), None)
             return deleted
 
     async def undo(self, event_id: int, *, user_id: str | None = None, change: Change | None = None) -> HistoryEvent:
@@ -397,18 +399,17 @@ class Store:
         terms = query_terms(query)
         if len(terms) < 2:
             return None
-        row = await _fetchone(self._reader, f"SELECT count(*) FROM {fts}_docsize", ())
-        half = int(row[0]) // 2
+        size = self._index_sizes.get(fts)
+        if size is None:
+            row = await _fetchone(self._reader, f"SELECT count(*) FROM {fts}_docsize", ())
+            size = self._index_sizes[fts] = int(row[0])
+        half = size // 2
         if half < 50:  # a small store: scoring everything is cheap anyway
             return None
-        kept = []
-        for term in terms:
-            quoted = '"' + term.replace('"', '""') + '"'
-            found = await _fetchone(
-                self._reader, f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT ?)", (quoted, half + 1)
-            )
-            if int(found[0]) <= half:
-                kept.append(quoted)
+        quoted = ['"' + term.replace('"', '""') + '"' for term in terms]
+        count = f"(SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {half + 1}))"
+        found = await _fetchone(self._reader, "SELECT " + ", ".join([count] * len(quoted)), quoted)
+        kept = [q for q, n in zip(quoted, found) if int(n) <= half]
         if not kept or len(kept) == len(terms):
             return None
         return " OR ".join(kept)
@@ -432,6 +433,7 @@ class Store:
         if not pending:
             return
         fts = fts_table(user_id)
+        self._index_sizes.pop(fts, None)
         await db.execute(
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5 (memory, topics, tokenize = 'porter unicode61')"
         )
