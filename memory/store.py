@@ -535,7 +535,7 @@ class Store:
         )
         await _insert_row(db, memory)
         self._changes.append(Changed(user_id, memory.memory_id, memory.memory, appended=True))
-        await _record(db, memory.memory_id, user_id, "add", None, memory, change, stamp)
+        await record_event(db, memory.memory_id, user_id, "add", None, memory, change, stamp)
         return memory
 
     async def _update(
@@ -565,7 +565,7 @@ class Store:
         )
         if after.memory != before.memory:
             self._changes.append(Changed(user_id, memory_id, after.memory))
-        await _record(db, memory_id, user_id, "update", before, after, change, stamp, undoes)
+        await record_event(db, memory_id, user_id, "update", before, after, change, stamp, undoes)
         return after
 
     async def _delete(
@@ -582,12 +582,12 @@ class Store:
             raise MemoryNotFound(memory_id, user_id)
         await db.execute("DELETE FROM memories WHERE memory_id = ?", (memory_id,))
         self._changes.append(Changed(user_id, memory_id, None))
-        return await _record(db, memory_id, user_id, operation, before, None, change, now(), undoes)
+        return await record_event(db, memory_id, user_id, operation, before, None, change, now(), undoes)
 
     async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
         await _insert_row(db, memory)
         self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
-        return await _record(db, memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
+        return await record_event(db, memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
 
 
 # -- module helpers ---------------------------------------------------------------------------
@@ -672,7 +672,7 @@ async def _insert_row(db: aiosqlite.Connection, memory: Memory) -> None:
     )
 
 
-async def _record(
+async def record_event(
     db: aiosqlite.Connection,
     memory_id: str,
     user_id: str,

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from .errors import InvalidArgument, MemoirError
 from .limits import now, parse_time
 from .models import Actor, HistoryEvent, Memory, Operation
-from .store import Store
+from .store import Change, Store, record_event
 
 FORMAT = "memoir-export"
 VERSION = 1
@@ -164,7 +164,7 @@ async def import_lines(
                 (m.memory_id, m.user_id, m.memory, json.dumps(m.topics), m.input, m.agent_id, m.created_at, m.updated_at),
             )
             if m.memory_id not in with_history:
-                await _insert_event(db, m.memory_id, m.user_id, "add", None, m, "import", item.reason, None, None, now())
+                await record_event(db, m.memory_id, m.user_id, "add", None, m, Change("import", item.reason), now())
             report.memories += 1
         renumbered: dict[int, int] = {}
         for item in events:
@@ -178,9 +178,9 @@ async def import_lines(
                 renumbered[e.event_id] = found[0]
                 report.skipped.append(Skipped(item.line, f"history event {e.event_id}: already present"))
                 continue
-            new_id = await _insert_event(
-                db, e.memory_id, e.user_id, e.operation, e.before, e.after, e.actor, e.reason, e.source,
-                renumbered.get(e.undoes) if e.undoes is not None else None, e.created_at,
+            new_id = await record_event(
+                db, e.memory_id, e.user_id, e.operation, e.before, e.after, Change(e.actor, e.reason, e.source),
+                e.created_at, renumbered.get(e.undoes) if e.undoes is not None else None,
             )
             renumbered[e.event_id] = new_id
             report.history += 1
@@ -327,26 +327,6 @@ def _event(store: Store, obj: dict[str, Any]) -> HistoryEvent:
         )
     except ValidationError as exc:
         raise InvalidArgument("history", f"is not a valid event ({exc.error_count()} problems)") from None
-
-
-async def _insert_event(db, memory_id, user_id, operation, before, after, actor, reason, source, undoes, stamp) -> int:  # noqa: ANN001, PLR0913
-    cursor = await db.execute(
-        "INSERT INTO history (memory_id, user_id, operation, before, after, actor, reason, source, undoes, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            memory_id,
-            user_id,
-            operation,
-            None if before is None else before.model_dump_json(),
-            None if after is None else after.model_dump_json(),
-            actor,
-            reason,
-            source,
-            undoes,
-            stamp,
-        ),
-    )
-    return int(cursor.lastrowid)
 
 
 # -- backup -----------------------------------------------------------------------------------
