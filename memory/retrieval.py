@@ -81,7 +81,11 @@ class Retriever:
         """Run any method but `agentic` (which needs a model: see `candidates` and memory/judge.py)."""
         query, method, limit = self.check(query, method, limit)
         if method == "agentic":
-            raise MethodUnavailable("agentic search needs an LLM; the server routes it through memory/judge.py")
+            # The search tool and the CLI send `agentic` to the judge, which needs a model.
+            raise MethodUnavailable(
+                "retrieval_method 'agentic' needs a model: set ANTHROPIC_API_KEY, or search through an MCP client "
+                "that supports sampling"
+            )
         if method in ("last_n", "first_n"):
             results = await self.store.by_time(user_id, newest_first=method == "last_n", limit=limit, filters=filters)
             return SearchOutcome(results, method)
