@@ -29,7 +29,8 @@ from .errors import InvalidArgument, MemoirError
 from .limits import Limits
 from .llm import LLMBadOutput, LLMProvider, ToolSpec, Usage
 from .models import Memory
-from .store import Change, Edit, Store
+from .retrieval import Retriever
+from .store import Change, Edit
 
 DEFAULT_CAPTURE_INSTRUCTIONS = """\
 Capture lasting facts about the user that will help personalise future conversations: who they
@@ -128,11 +129,10 @@ def tool_spec() -> ToolSpec:
 
 
 class Extractor:
-    def __init__(self, store: Store, settings: ExtractionSettings = ExtractionSettings(), retriever: Any = None) -> None:
-        self.store = store
-        self.settings = settings
-        # Anything with `related(user_id, texts, k) -> list[Memory]`; the store's keyword search otherwise.
+    def __init__(self, retriever: Retriever, settings: ExtractionSettings = ExtractionSettings()) -> None:
         self.retriever = retriever
+        self.store = retriever.store
+        self.settings = settings
 
     @property
     def limits(self) -> Limits:
@@ -291,17 +291,7 @@ class Extractor:
     # -- applying ---------------------------------------------------------------------------
 
     async def _related(self, user_id: str, texts: list[str]) -> list[Memory]:
-        k = self.settings.related_k
-        if self.retriever is not None:
-            return list(await self.retriever.related(user_id, texts, k))
-        # Each text is searched on its own (within the query limit); a memory keeps its best rank.
-        ranked: dict[str, tuple[int, Memory]] = {}
-        for text in texts:
-            for rank, hit in enumerate(await self.store.keyword(user_id, text[-self.limits.query_max_chars :], limit=k)):
-                if hit.memory_id not in ranked or rank < ranked[hit.memory_id][0]:
-                    ranked[hit.memory_id] = (rank, Memory(**hit.model_dump(exclude={"score"})))
-        ordered = sorted(ranked.values(), key=lambda pair: pair[0])
-        return [m for _, m in ordered[:k]]
+        return list(await self.retriever.related(user_id, texts, self.settings.related_k))
 
     async def _expand(self, request: ExtractionRequest, proposed: list[ProposedOperation]) -> list[ProposedOperation]:
         """`forget_all` becomes one delete per memory of the user, and replaces every other operation."""

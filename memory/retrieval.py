@@ -43,10 +43,6 @@ class Retriever:
         self.store = store
         self.vectors = vectors
 
-    @property
-    def semantic_enabled(self) -> bool:
-        return self.vectors is not None
-
     def check(
         self, query: str | None, method: Method | None, limit: int
     ) -> tuple[str | None, Method, int]:

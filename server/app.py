@@ -45,7 +45,7 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
     return AppContext(
         store=store,
         retriever=retriever,
-        extractor=Extractor(store, settings.extraction, retriever),
+        extractor=Extractor(retriever, settings.extraction),
         judge=Judge(retriever),
         default_user_id=settings.user_id,
         caller=caller,

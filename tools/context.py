@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -48,7 +48,6 @@ class AppContext:
     caller: Callable[[], Caller] = field(default=Caller)
     # The configured LLM (Anthropic API); None means: use the client's model through sampling.
     llm: LLMProvider | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     # Per-token request rate and per-call time limit (tools/guard.py); None: unlimited.
     rate_limiter: RateLimiter | None = None
     call_timeout: float | None = None
