@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -14,6 +13,8 @@ from mcp import Client
 from memoir.server.app import build_server, close_app, open_app
 from memoir.server.settings import Settings
 from memoir.tools.context import AppContext
+
+from .helpers import enter_in_own_task
 
 # The Python Client defaults to the 2026-07-28 era; real hosts and the Inspector use the
 # 2025-11-25 initialize handshake ("legacy"). Every tool test runs in both.
@@ -43,27 +44,9 @@ async def client(request: pytest.FixtureRequest, app: AppContext) -> AsyncIterat
 
 
 async def held(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
-    """Enter and exit `manager` in one task of its own.
-
-    pytest-asyncio sets a fixture up and tears it down in different tasks, which anyio's
-    cancel scopes (inside every MCP client) refuse; a dedicated task keeps them together.
-    """
-    entered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        try:
-            async with manager as value:
-                entered.set_result(value)
-                await release.wait()
-        except BaseException as exc:
-            if not entered.done():
-                entered.set_exception(exc)
-            raise
-
-    task = asyncio.create_task(hold())
+    """Yield what `manager` enters, entering and exiting it in one task of its own."""
+    value, exit_ = await enter_in_own_task(manager)
     try:
-        yield await entered
+        yield value
     finally:
-        release.set()
-        await task
+        await exit_()

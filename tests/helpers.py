@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+
 from mcp import Client
+
+T = TypeVar("T")
 
 # Every tool the server must offer.
 TOOLS = {
@@ -31,3 +38,33 @@ async def call_error(client: Client, tool: str, **arguments: object) -> str:
     text = result.content[0].text
     assert "Traceback" not in text
     return text
+
+
+async def enter_in_own_task(manager: AbstractAsyncContextManager[T]) -> tuple[T, Callable[[], Awaitable[None]]]:
+    """Enter `manager` in a task of its own; return its value and a coroutine function that exits it.
+
+    anyio's cancel scopes (inside every MCP client) must be entered and exited in the same task,
+    which pytest-asyncio fixtures (set up and torn down in different tasks) and a loop driven call
+    by call from sync code (tests/looprunner.py) would not otherwise guarantee.
+    """
+    entered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with manager as value:
+                entered.set_result(value)
+                await release.wait()
+        except BaseException as exc:
+            if not entered.done():
+                entered.set_exception(exc)
+            raise
+
+    task = asyncio.create_task(hold())
+    value = await entered
+
+    async def exit_() -> None:
+        release.set()
+        await task
+
+    return value, exit_

@@ -4,9 +4,11 @@ across examples: each client is entered and exited in one task of its own (see c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
+
+from tests.helpers import enter_in_own_task
 
 T = TypeVar("T")
 
@@ -14,38 +16,21 @@ T = TypeVar("T")
 class LoopRunner:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._held: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+        self._exits: list[Callable[[], Awaitable[None]]] = []
 
     def run(self, awaitable: Awaitable[T]) -> T:
         return self.loop.run_until_complete(awaitable)
 
     def enter(self, manager: AbstractAsyncContextManager[T]) -> T:
-        async def start() -> T:
-            entered: asyncio.Future[T] = self.loop.create_future()
-            release = asyncio.Event()
-
-            async def hold() -> None:
-                try:
-                    async with manager as value:
-                        entered.set_result(value)
-                        await release.wait()
-                except BaseException as exc:
-                    if not entered.done():
-                        entered.set_exception(exc)
-                    raise
-
-            task = self.loop.create_task(hold())
-            self._held.append((release, task))
-            return await entered
-
-        return self.run(start())
+        value, exit_ = self.run(enter_in_own_task(manager))
+        self._exits.append(exit_)
+        return value
 
     def close(self) -> None:
         async def stop() -> None:
-            for release, task in reversed(self._held):
-                release.set()
+            for exit_ in reversed(self._exits):
                 try:
-                    await asyncio.wait_for(task, 10)
+                    await asyncio.wait_for(exit_(), 10)
                 except Exception:  # noqa: BLE001 - a client that failed already reported it
                     pass
 
