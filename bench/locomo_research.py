@@ -51,6 +51,7 @@ import importlib  # noqa: E402
 
 embeddings = _load_module("embeddings")
 ranking = _load_module("ranking")
+from _common import parse_evidence  # noqa: E402  (bench/ is on sys.path when a bench runs as a script)
 
 
 # --------------------------------------------------------------------------- data
@@ -75,19 +76,6 @@ class Conv:
     qa: list[dict] = field(default_factory=list)
 
 
-def _norm_evidence(ev: list[str], known: set[str]) -> list[str]:
-    out = []
-    for raw in ev:
-        for part in re.split(r"[;\s]+", raw):
-            m = re.match(r"^\D*(\d+)\D*:\D*(\d+)\D*$", part)
-            if not m:
-                continue
-            did = f"D{int(m.group(1))}:{int(m.group(2))}"
-            if did in known and did not in out:
-                out.append(did)
-    return out
-
-
 def load_data() -> list[Conv]:
     convs = []
     for s in json.loads(DATA.read_text()):
@@ -102,7 +90,7 @@ def load_data() -> list[Conv]:
                 conv.turns.append(Turn(len(conv.turns), t["dia_id"], date, t["speaker"], t["text"]))
         known = {t.dia_id for t in conv.turns}
         for q in s["qa"]:
-            ev = _norm_evidence(q.get("evidence", []), known)
+            ev = parse_evidence(q.get("evidence", []), known)
             if ev:
                 conv.qa.append({**q, "evidence": ev})
         convs.append(conv)
