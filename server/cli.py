@@ -24,7 +24,8 @@ from memoir.memory.tokens import Tokens
 
 from .app import build_server, close_app, open_app
 from .settings import DEFAULT_PORT, Settings
-from .transports import run_stdio, serve_http
+from .stdio import run_stdio
+from .transports import serve_http
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Running the MCP server on stdio, SSE or streamable HTTP."""
+"""Running the MCP server on SSE or streamable HTTP (stdio: server/stdio.py)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,6 @@ from .settings import Settings
 log = logging.getLogger("memoir")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-async def run_stdio(server: MCPServer) -> None:
-    await server.run_stdio_async()
 
 
 def http_app(server: MCPServer, settings: Settings, access: HttpAccess | None = None) -> Starlette:
