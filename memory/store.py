@@ -645,14 +645,17 @@ def _statements(script: str) -> Iterable[str]:
         yield buffer.strip()
 
 
+# execute_fetchall runs the statement and fetches in one trip to the connection's thread
+# (execute, fetch and close would be three): each trip costs ~0.05 ms of a ~1 ms tool call.
+
+
 async def _fetchone(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
-    async with db.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+    rows = await db.execute_fetchall(sql, params)
+    return next(iter(rows), None)
 
 
 async def _fetchall(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-    async with db.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+    return list(await db.execute_fetchall(sql, params))
 
 
 async def _insert_row(db: aiosqlite.Connection, memory: Memory) -> None:
