@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 from .errors import InvalidArgument, MemoirError
 from .limits import Limits
 from .llm import LLMBadOutput, LLMProvider, ToolSpec, Usage
-from .models import Memory
+from .models import Memory, PlainSchema
 from .retrieval import Retriever
 from .store import Change, Edit
 
@@ -76,7 +76,7 @@ class ProposedOperations(BaseModel):
     operations: list[ProposedOperation]
 
 
-class Operation(BaseModel):
+class Operation(PlainSchema):
     """One operation as applied (or, in a dry run, as it would be applied)."""
 
     op: Literal["add", "update", "delete"]
@@ -86,7 +86,7 @@ class Operation(BaseModel):
     reason: str
 
 
-class ExtractionResult(BaseModel):
+class ExtractionResult(PlainSchema):
     operations: list[Operation]
     memories: list[Memory] = Field(description="The memories added or updated (empty in a dry run).")
     dry_run: bool = False

@@ -42,6 +42,28 @@ async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> 
     assert set(listed["extract_memories"].input_schema["properties"]) == {"message", "messages", "user_id", "dry_run"}
 
 
+async def test_output_schemas_are_self_contained_and_plain(client: Client) -> None:
+    """No `$ref` to resolve and no `anyOf` of bare types: what every client validates each result with."""
+    for tool in (await client.list_tools()).tools:
+        text = json.dumps(tool.output_schema)
+        assert "$ref" not in text and "$defs" not in text, tool.name
+        for node in _nodes(tool.output_schema):
+            options = node.get("anyOf") or []
+            assert not (options and all(set(o) == {"type"} for o in options)), (tool.name, node)
+    search = next(t for t in (await client.list_tools()).tools if t.name == "search_memories").output_schema
+    item = search["properties"]["results"]["items"]
+    assert item["properties"]["input"]["type"] == ["string", "null"]
+    assert {"memory_id", "memory", "score"} <= set(item["required"])
+
+
+def _nodes(schema: object) -> list[dict]:
+    if isinstance(schema, list):
+        return [n for item in schema for n in _nodes(item)]
+    if isinstance(schema, dict):
+        return [schema, *(n for value in schema.values() for n in _nodes(value))]
+    return []
+
+
 async def test_add_then_search_by_keyword(client: Client) -> None:
     added = await call(client, "add_memory", memory="  Ava likes to ski ", topics=["Hobbies", " sports", "hobbies"])
     assert added["memory"] == "Ava likes to ski"

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from memoir.memory.errors import InvalidArgument
+from memoir.memory.models import PlainSchema
 from memoir.memory.store import Change
 
 from .context import app_context
@@ -23,7 +24,7 @@ ANNOTATIONS = ToolAnnotations(
 )
 
 
-class Cleared(BaseModel):
+class Cleared(PlainSchema):
     deleted: int = Field(description="How many memories were deleted.")
 
 

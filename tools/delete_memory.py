@@ -6,8 +6,8 @@ from typing import Literal
 
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel
 
+from memoir.memory.models import PlainSchema
 from memoir.memory.store import Change
 
 from .context import app_context
@@ -18,7 +18,7 @@ ANNOTATIONS = ToolAnnotations(
 )
 
 
-class Deleted(BaseModel):
+class Deleted(PlainSchema):
     memory_id: str
     deleted: Literal[True] = True
 

@@ -8,10 +8,10 @@ import mcp.types as types
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Resolve, Sample
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from memoir.memory.limits import parse_time
-from memoir.memory.models import ScoredMemory
+from memoir.memory.models import PlainSchema, ScoredMemory
 from memoir.memory.retrieval import Method
 from memoir.memory.store import Filters
 
@@ -24,7 +24,7 @@ ANNOTATIONS = ToolAnnotations(
 )
 
 
-class SearchResult(BaseModel):
+class SearchResult(PlainSchema):
     results: list[ScoredMemory]
     retrieval_method: str = Field(description="The method that actually ran.")
 
