@@ -127,26 +127,21 @@ class Retriever:
         assert self.vectors is not None
         # SQLite and the embedding model each run in a thread of their own: overlap them.
         keyword, (semantic, position) = await asyncio.gather(
-            self.store.keyword(user_id, query, limit=CANDIDATES, filters=filters),
+            self.store.keyword_ranked(user_id, query, limit=CANDIDATES, filters=filters),
             self.vectors.search(user_id, query, CANDIDATES, filters),
         )
         # Timeline position orders memories as created_at does, and covers both lists; only the
         # candidates need a key (the user may have 100,000 memories).
-        candidates = {m.memory_id for m in keyword}.union(m for m, _ in semantic)
+        candidates = {m for m, _ in keyword}.union(m for m, _ in semantic)
         recency = {m: f"{position[m]:012d}" for m in candidates if m in position}
-        fused = fuse([(m.memory_id, m.score) for m in keyword], semantic, recency, position=position)
-        known = {m.memory_id: m for m in keyword}
-        return await self._rows(user_id, fused[:limit], known)
+        fused = fuse(keyword, semantic, recency, position=position)
+        return await self._rows(user_id, fused[:limit])
 
-    async def _rows(
-        self, user_id: str, ranked: Sequence[tuple[str, float]], known: dict[str, ScoredMemory] | None = None
-    ) -> list[ScoredMemory]:
-        known = known or {}
-        missing = [m for m, _ in ranked if m not in known]
-        fetched = await self.store.get_many(user_id, missing) if missing else {}
-        out: list[ScoredMemory] = []
-        for memory_id, score in ranked:
-            memory = known.get(memory_id) or fetched.get(memory_id)
-            if memory is not None:  # deleted meanwhile
-                out.append(ScoredMemory(**memory.model_dump(exclude={"score"}), score=round(float(score), 6)))
-        return out
+    async def _rows(self, user_id: str, ranked: Sequence[tuple[str, float]]) -> list[ScoredMemory]:
+        """The memories of `ranked` ids, in that order, with its scores (ids deleted meanwhile are left out)."""
+        found = await self.store.get_many(user_id, [m for m, _ in ranked])
+        return [
+            ScoredMemory(**found[memory_id].model_dump(), score=round(float(score), 6))
+            for memory_id, score in ranked
+            if memory_id in found
+        ]

@@ -364,29 +364,48 @@ class Store:
             f" ORDER BY m.created_at {order}, m.id {order} LIMIT ?",
             (user_id, *params, limit),
         )
-        return [ScoredMemory(**_memory(r).model_dump(), score=1.0 / (i + 1)) for i, r in enumerate(rows)]
+        return [_scored(r, 1.0 / (i + 1)) for i, r in enumerate(rows)]
 
     async def keyword(
         self, user_id: str, query: str, *, limit: int, filters: Filters = Filters()
     ) -> list[ScoredMemory]:
         """FTS5 BM25 over text and topics; the score is BM25 negated, so higher is better."""
+        rows = await self._keyword_rows(user_id, query, _MEMORY_COLUMNS, limit, filters)
+        return [_scored(r, -float(r["rank"])) for r in rows]
+
+    async def keyword_ranked(
+        self, user_id: str, query: str, *, limit: int, filters: Filters = Filters()
+    ) -> list[tuple[str, float]]:
+        """`keyword` as `(memory_id, score)` only: candidates for fusion, without loading memories."""
+        rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters)
+        return [(r["memory_id"], -float(r["rank"])) for r in rows]
+
+    async def _keyword_rows(
+        self, user_id: str, query: str, columns: str, limit: int, filters: Filters
+    ) -> list[sqlite3.Row]:
         match = build_fts_query(query)
         if match is None:
             return []
-        where, params = filters.sql()
         if not await self.sync_index(user_id):
             return []  # the user has never had a memory
         fts = fts_table(user_id)
         match = await self._without_common_terms(fts, query) or match
-        rows = await _fetchall(
-            self._reader,
-            f"SELECT {_MEMORY_COLUMNS}, bm25({fts}, 1.0, 0.5) AS rank"
-            f" FROM {fts} JOIN memories m ON m.id = {fts}.rowid"
-            f" WHERE {fts} MATCH ? AND m.user_id = ?{where}"
-            " ORDER BY rank, m.created_at DESC LIMIT ?",
-            (match, user_id, *params, limit),
+        rank = f"bm25({fts}, 1.0, 0.5)"
+        where, params = filters.sql()
+        if where:  # a filter is on memories' columns: filter every match, then keep the best
+            sql = (
+                f"SELECT {columns}, {rank} AS rank FROM {fts} JOIN memories m ON m.id = {fts}.rowid"
+                f" WHERE {fts} MATCH ? AND m.user_id = ?{where} ORDER BY rank, m.created_at DESC, m.id DESC LIMIT ?"
+            )
+            return await _fetchall(self._reader, sql, (match, user_id, *params, limit))
+        # The index holds this user's memories only: rank it alone, and join just the best
+        # `limit` rows (joining every match first cost ~25% of a search at 10,000 memories).
+        sql = (
+            f"SELECT {columns}, k.rank FROM (SELECT rowid, {rank} AS rank FROM {fts} WHERE {fts} MATCH ?"
+            f" ORDER BY rank, rowid DESC LIMIT ?) AS k JOIN memories m ON m.id = k.rowid"
+            " ORDER BY k.rank, m.created_at DESC, m.id DESC"
         )
-        return [ScoredMemory(**_memory(r).model_dump(), score=-float(r["rank"])) for r in rows]
+        return await _fetchall(self._reader, sql, (match, limit))
 
     async def _without_common_terms(self, fts: str, query: str) -> str | None:
         """The MATCH for `query` without the words found in over half of the user's memories.
@@ -479,9 +498,11 @@ class Store:
         """The user's memories among `memory_ids` (others' and unknown ids are left out)."""
         found: dict[str, Memory] = {}
         for chunk, marks in _id_chunks(memory_ids):
+            # `+m.user_id`: look the ids up by their unique index; SQLite otherwise chose the
+            # (user_id, created_at) index and read every memory of the user (1.3 ms at 10,000).
             rows = await _fetchall(
                 self._reader,
-                f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ? AND m.memory_id IN ({marks})",
+                f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE +m.user_id = ? AND m.memory_id IN ({marks})",
                 (user_id, *chunk),
             )
             found.update((r["memory_id"], _memory(r)) for r in rows)
@@ -711,16 +732,24 @@ async def _last_event_id(db: aiosqlite.Connection) -> int:
 
 
 def _memory(row: sqlite3.Row) -> Memory:
-    return Memory(
-        memory_id=row["memory_id"],
-        user_id=row["user_id"],
-        memory=row["memory"],
-        topics=json.loads(row["topics"]),
-        input=row["input"],
-        agent_id=row["agent_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return Memory(**_fields(row))
+
+
+def _scored(row: sqlite3.Row, score: float) -> ScoredMemory:
+    return ScoredMemory(**_fields(row), score=score)
+
+
+def _fields(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "memory_id": row["memory_id"],
+        "user_id": row["user_id"],
+        "memory": row["memory"],
+        "topics": json.loads(row["topics"]),
+        "input": row["input"],
+        "agent_id": row["agent_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def _event(row: sqlite3.Row) -> HistoryEvent:
