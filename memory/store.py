@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import contextlib
 import json
 import secrets
 import sqlite3
@@ -107,6 +106,7 @@ class Store:
         self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
         self._fts_tables: set[str] = set()  # per-user full-text indexes known to exist
         self._index_sizes: dict[str, int] = {}  # rows per index, forgotten when the index changes
+        self._background: set[asyncio.Future[Any]] = set()  # ROLLBACKs queued behind an abandoned BEGIN
         self.path = path
         self.limits = limits
 
@@ -145,14 +145,7 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction on the writer connection; rolled back on any error."""
         async with self._write_lock:
-            db = self._writer
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                # Cancelled while BEGIN was queued: aiosqlite still runs it, so undo it (ROLLBACK is queued after it).
-                with contextlib.suppress(sqlite3.OperationalError):
-                    await db.execute("ROLLBACK")
-                raise
+            db = await self._begin()
             self._changes = []
             try:
                 yield db
@@ -166,12 +159,59 @@ class Store:
             changes, self._changes = self._changes, []
         # Outside the lock: a listener may write in a transaction of its own.
         if changes:
-            for listener in self._listeners:
-                await listener(changes)
+            await self._notify(changes)
+
+    async def _begin(self) -> aiosqlite.Connection:
+        db = self._writer
+        try:
+            await db.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) while another process writes
+        except BaseException:
+            # Stopped (the call's time limit) while BEGIN waits: aiosqlite still runs it, so queue a
+            # ROLLBACK behind it - without waiting for either, or the call would wait out the busy timeout.
+            rollback = asyncio.ensure_future(db.execute("ROLLBACK"))
+            self._background.add(rollback)
+            rollback.add_done_callback(self._settle_background)
+            raise
+        return db
+
+    def _settle_background(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # "no transaction is active" when BEGIN itself failed: expected, not an error
 
     def on_commit(self, listener: Callable[[list[Changed]], Awaitable[None]]) -> None:
         """Call `listener` with the memories each committed transaction changed."""
         self._listeners.append(listener)
+
+    async def _write_at_once(self, statements: list[Statement], changes: list[Changed]) -> None:
+        """A transaction of statements that need nothing read first: BEGIN as in `transaction()`,
+        then the statements and COMMIT in one trip to the writer's thread.
+
+        Awaiting each statement made an add four trips (0.34 ms); this is two (0.17 ms).
+        aiosqlite has no public way to run a function on its thread; `_execute` is how its own
+        methods do it (pinned: aiosqlite < 0.23 in pyproject.toml).
+        """
+        async with self._write_lock:
+            db = await self._begin()
+            try:
+                await commit_point()  # the time limit stops here, before anything is written, or not at all
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            trip = asyncio.ensure_future(db._execute(_commit_statements, db._conn, statements))
+            try:
+                await asyncio.shield(trip)
+            except asyncio.CancelledError:
+                # Queued statements run whatever happens to this call: the listeners must still hear of them.
+                trip.add_done_callback(
+                    lambda done: None if done.cancelled() or done.exception() else asyncio.ensure_future(self._notify(changes))
+                )
+                raise
+        await self._notify(changes)
+
+    async def _notify(self, changes: list[Changed]) -> None:
+        for listener in self._listeners:
+            await listener(changes)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -188,8 +228,13 @@ class Store:
         text = self.limits.memory_text(memory)
         topic_list = self.limits.topics(topics)
         input = self.limits.input_text(input)
-        async with self.transaction() as db:
-            return await self._insert(db, user_id, text, topic_list, input, agent_id, change)
+        added = _new_memory(user_id, text, topic_list, input, agent_id)
+        # The most frequent write, and one that reads nothing first: all of it in one trip.
+        await self._write_at_once(
+            [_insert_statement(added), _event_statement(added.memory_id, user_id, "add", None, added, change, added.created_at)],
+            [Changed(user_id, added.memory_id, added.memory, appended=True)],
+        )
+        return added
 
     async def update(
         self,
@@ -543,20 +588,10 @@ class Store:
         agent_id: str | None,
         change: Change,
     ) -> Memory:
-        stamp = now()
-        memory = Memory(
-            memory_id=_new_memory_id(),
-            user_id=user_id,
-            memory=text,
-            topics=topics,
-            input=input,
-            agent_id=agent_id,
-            created_at=stamp,
-            updated_at=stamp,
-        )
-        await _insert_row(db, memory)
+        memory = _new_memory(user_id, text, topics, input, agent_id)
+        await db.execute(*_insert_statement(memory))
         self._changes.append(Changed(user_id, memory.memory_id, memory.memory, appended=True))
-        await record_event(db, memory.memory_id, user_id, "add", None, memory, change, stamp)
+        await record_event(db, memory.memory_id, user_id, "add", None, memory, change, memory.created_at)
         return memory
 
     async def _update(
@@ -606,7 +641,7 @@ class Store:
         return await record_event(db, memory_id, user_id, operation, before, None, change, now(), undoes)
 
     async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
-        await _insert_row(db, memory)
+        await db.execute(*_insert_statement(memory))
         self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
         return await record_event(db, memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
 
@@ -679,8 +714,36 @@ async def _fetchall(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -
     return list(await db.execute_fetchall(sql, params))
 
 
-async def _insert_row(db: aiosqlite.Connection, memory: Memory) -> None:
-    await db.execute(
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def _commit_statements(db: sqlite3.Connection, statements: list[Statement]) -> None:
+    """`statements`, then COMMIT, in the transaction open on `db`; rolled back on any error."""
+    try:
+        for sql, params in statements:
+            db.execute(sql, params)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _new_memory(user_id: str, text: str, topics: list[str], input: str | None, agent_id: str | None) -> Memory:
+    stamp = now()
+    return Memory(
+        memory_id=_new_memory_id(),
+        user_id=user_id,
+        memory=text,
+        topics=topics,
+        input=input,
+        agent_id=agent_id,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+
+
+def _insert_statement(memory: Memory) -> Statement:
+    return (
         "INSERT INTO memories (memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -696,8 +759,7 @@ async def _insert_row(db: aiosqlite.Connection, memory: Memory) -> None:
     )
 
 
-async def record_event(
-    db: aiosqlite.Connection,
+def _event_statement(
     memory_id: str,
     user_id: str,
     operation: Operation,
@@ -706,8 +768,8 @@ async def record_event(
     change: Change,
     stamp: str,
     undoes: int | None = None,
-) -> int:
-    cursor = await db.execute(
+) -> Statement:
+    return (
         "INSERT INTO history (memory_id, user_id, operation, before, after, actor, reason, source, undoes, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -723,6 +785,20 @@ async def record_event(
             stamp,
         ),
     )
+
+
+async def record_event(
+    db: aiosqlite.Connection,
+    memory_id: str,
+    user_id: str,
+    operation: Operation,
+    before: Memory | None,
+    after: Memory | None,
+    change: Change,
+    stamp: str,
+    undoes: int | None = None,
+) -> int:
+    cursor = await db.execute(*_event_statement(memory_id, user_id, operation, before, after, change, stamp, undoes))
     return int(cursor.lastrowid)
 
 

@@ -4,6 +4,7 @@ changed nothing while a committed one is never reported as failed."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
@@ -89,23 +90,45 @@ async def test_a_call_waiting_too_long_times_out_and_changes_nothing(app: AppCon
 
 async def test_a_call_stopped_inside_its_transaction_rolls_back(app: AppContext, monkeypatch) -> None:
     app.call_timeout = 0.3
-    real_record = app.store._insert
+    real_update = app.store._update
 
-    async def slow_insert(*args, **kwargs):  # noqa: ANN002, ANN003
-        memory = await real_record(*args, **kwargs)  # the row and its history event are written...
+    async def slow_update(*args, **kwargs):  # noqa: ANN002, ANN003
+        memory = await real_update(*args, **kwargs)  # the row and its history event are written...
         await asyncio.sleep(2)  # ...but the call runs out of time before it commits
         return memory
 
     async with Client(build_server(app)) as client:
+        added = await call(client, "add_memory", memory="Ava likes tea")
         before = await snapshot(app)
-        monkeypatch.setattr(app.store, "_insert", slow_insert)
-        text = await call_error(client, "add_memory", memory="Ava likes tea")
+        monkeypatch.setattr(app.store, "_update", slow_update)
+        text = await call_error(client, "update_memory", memory_id=added["memory_id"], memory="Ava likes coffee")
         assert "timeout" in text
         monkeypatch.undo()
         assert await snapshot(app) == before
         assert await app.store.integrity_check() == "ok"
-        await call(client, "add_memory", memory="Ava likes coffee")
-        assert await app.store.count() == 1
+        await call(client, "update_memory", memory_id=added["memory_id"], memory="Ava likes coffee")
+        assert (await app.store.get("default", added["memory_id"])).memory == "Ava likes coffee"
+
+
+async def test_an_add_waiting_for_another_process_times_out_and_changes_nothing(app: AppContext) -> None:
+    """Another connection (as another process would) holds the database's write lock."""
+    app.call_timeout = 0.3
+    async with Client(build_server(app)) as client:
+        await call(client, "add_memory", memory="Ava likes to ski")
+        before = await snapshot(app)
+        other = sqlite3.connect(app.store.path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            text = await call_error(client, "add_memory", memory="Ava likes tea")
+            assert time.monotonic() - started < 3  # the call's limit, not SQLite's 10 s busy timeout
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert "timeout" in text and "nothing was changed" in text
+        assert await snapshot(app) == before
+        await call(client, "add_memory", memory="Ava likes tea")
+        assert await app.store.count() == 2
 
 
 async def test_the_deadline_never_splits_a_commit() -> None:
