@@ -232,7 +232,7 @@ def ids(lst):
     return [i for i, _ in lst]
 
 
-def fuse_variant(kw="new", sem="strip", n=ranking.CANDIDATES, neighbours=True, **params):
+def fuse_variant(kw="new", sem="strip", n=ranking.CANDIDATES, neighbours=True, questions=True, **params):
     fp = ranking.FuseParams(**params)
 
     def fn(q: Query, conv: Conv):
@@ -242,7 +242,8 @@ def fuse_variant(kw="new", sem="strip", n=ranking.CANDIDATES, neighbours=True, *
         # ingest order = creation order: the turn index is the timeline position
         created = {i: f"2024-01-01T00:00:00.{i:06d}" for i in cands}
         pos = {i: i for i in cands} if neighbours else None
-        return ids(ranking.fuse(kwl, seml, created, position=pos, params=fp))
+        asked = {i for i in cands if ranking.is_question(conv.turns[i].memory)} if questions else set()
+        return ids(ranking.fuse(kwl, seml, created, position=pos, questions=asked, params=fp))
 
     return fn
 
@@ -270,7 +271,8 @@ def variants(which: str):
         "hybrid plain RRF k=60 (embedding_text)": rrf_plain("new", "strip"),
         "blend kw + 1.0 sem, no neighbours": fuse_variant(neighbours=False, semantic_weight=1.0),
         "blend kw + 0.7 sem, no neighbours": fuse_variant(neighbours=False),
-        "RECIPE: blend 0.7 + neighbours 0.5 w2": fuse_variant(),
+        "blend 0.7 + neighbours 0.5 w2, no question signal": fuse_variant(questions=False),
+        "RECIPE: blend 0.7 + neighbours 0.5 w2 + questions": fuse_variant(),
     }
     if which == "all":
         for name, kwargs in [
@@ -284,6 +286,8 @@ def variants(which: str):
             ("recipe, 50 candidates", dict(n=50)),
             ("recipe, 200 candidates", dict(n=200)),
             ("keyword + neighbours (no semantic)", dict(semantic_weight=0.0)),
+            ("recipe, question factor 0.8, boost 2.0", dict(question_factor=0.8, after_question_boost=2.0)),
+            ("recipe, question factor 0.7, no boost", dict(after_question_boost=1.0)),
         ]:
             v[name] = fuse_variant(**kwargs)
     return v

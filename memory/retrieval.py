@@ -126,15 +126,16 @@ class Retriever:
     async def _hybrid(self, user_id: str, query: str, limit: int, filters: Filters) -> list[ScoredMemory]:
         assert self.vectors is not None
         # SQLite and the embedding model each run in a thread of their own: overlap them.
-        keyword, (semantic, position) = await asyncio.gather(
+        keyword, (semantic, timeline) = await asyncio.gather(
             self.store.keyword_ranked(user_id, query, limit=CANDIDATES, filters=filters),
             self.vectors.search(user_id, query, CANDIDATES, filters),
         )
         # Timeline position orders memories as created_at does, and covers both lists; only the
         # candidates need a key (the user may have 100,000 memories).
+        position = timeline.position()
         candidates = {m for m, _ in keyword}.union(m for m, _ in semantic)
         recency = {m: f"{position[m]:012d}" for m in candidates if m in position}
-        fused = fuse(keyword, semantic, recency, position=position)
+        fused = fuse(keyword, semantic, recency, position=position, questions=timeline.questions)
         return await self._rows(user_id, fused[:limit])
 
     async def _rows(self, user_id: str, ranked: Sequence[tuple[str, float]]) -> list[ScoredMemory]:

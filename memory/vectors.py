@@ -24,6 +24,7 @@ import anyio
 import numpy as np
 
 from .embeddings import Embedder, embedding_text, limit_blas_threads
+from .ranking import is_question
 from .store import Changed, Filters, Store
 
 log = logging.getLogger("memoir.vectors")
@@ -33,26 +34,31 @@ EMBED_BATCH = 64
 
 @dataclass
 class UserVectors:
-    """One user's vectors in timeline order; `alive` masks rows deleted since loading."""
+    """One user's vectors in timeline order; `alive` masks rows deleted since loading.
+
+    `questions` holds the memories whose text is a question (memory.ranking.is_question), a
+    signal for fusion that is cheapest to keep where every text passes on its way to the model.
+    """
 
     memory_ids: list[str]
     matrix: np.ndarray
     alive: np.ndarray
     rows: dict[str, int] = field(default_factory=dict)
     size: int = 0
+    questions: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, memory_ids: list[str], matrix: np.ndarray) -> UserVectors:
+    def build(cls, memory_ids: list[str], matrix: np.ndarray, questions: set[str] | None = None) -> UserVectors:
         n = len(memory_ids)
         capacity = max(64, n + n // 4)
         full = np.zeros((capacity, matrix.shape[1] if n else 384), dtype=np.float32)
         full[:n] = matrix
         alive = np.zeros(capacity, dtype=bool)
         alive[:n] = True
-        return cls(list(memory_ids), full, alive, {m: i for i, m in enumerate(memory_ids)}, n)
+        return cls(list(memory_ids), full, alive, {m: i for i, m in enumerate(memory_ids)}, n, set(questions or ()))
 
-    def append(self, memory_id: str, vector: np.ndarray) -> None:
-        if self.replace(memory_id, vector):  # already loaded from the database meanwhile
+    def append(self, memory_id: str, vector: np.ndarray, question: bool = False) -> None:
+        if self.replace(memory_id, vector, question):  # already loaded from the database meanwhile
             return
         if self.size == len(self.matrix):
             grown = np.zeros((len(self.matrix) * 2, self.matrix.shape[1]), dtype=np.float32)
@@ -65,18 +71,27 @@ class UserVectors:
         self.rows[memory_id] = self.size
         self.memory_ids.append(memory_id)
         self.size += 1
+        self._mark(memory_id, question)
 
-    def replace(self, memory_id: str, vector: np.ndarray) -> bool:
+    def replace(self, memory_id: str, vector: np.ndarray, question: bool = False) -> bool:
         row = self.rows.get(memory_id)
         if row is None:
             return False
         self.matrix[row] = vector
+        self._mark(memory_id, question)
         return True
 
     def remove(self, memory_id: str) -> None:
         row = self.rows.pop(memory_id, None)
+        self.questions.discard(memory_id)
         if row is not None:
             self.alive[row] = False
+
+    def _mark(self, memory_id: str, question: bool) -> None:
+        if question:
+            self.questions.add(memory_id)
+        else:
+            self.questions.discard(memory_id)
 
     @property
     def live(self) -> int:
@@ -128,13 +143,13 @@ class VectorIndex:
 
     async def search(
         self, user_id: str, query: str, k: int, filters: Filters = Filters()
-    ) -> tuple[list[tuple[str, float]], dict[str, int]]:
+    ) -> tuple[list[tuple[str, float]], UserVectors]:
         """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first, and
-        the timeline position of every live memory of the user."""
+        the user's vectors (for the timeline position and the questions among the memories)."""
         query_vector = (await self.embed([query]))[0]
         vectors = await self.user_vectors(user_id)
         if vectors.live == 0:
-            return [], {}
+            return [], vectors
         scores = vectors.matrix[: vectors.size] @ query_vector
         allowed = vectors.alive[: vectors.size]
         if filters != Filters():
@@ -143,10 +158,10 @@ class VectorIndex:
         scores = np.where(allowed, scores, -np.inf)
         k = min(k, int(allowed.sum()))
         if k == 0:
-            return [], vectors.position()
+            return [], vectors
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors.position()
+        return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors
 
     async def settled(self) -> None:
         """Wait until every committed change is in the index, so a search never misses a write."""
@@ -191,7 +206,8 @@ class VectorIndex:
             matrix[stale] = fresh
             await self._save([(rows[i]["id"], fresh[j]) for j, i in enumerate(stale)], model)
             log.info("embedded %d memories of user %s that had no current vector", len(stale), user_id)
-        return UserVectors.build([r["memory_id"] for r in rows], matrix)
+        questions = {r["memory_id"] for r in rows if is_question(r["memory"])}
+        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions)
 
     async def _save(self, pairs: list[tuple[int, np.ndarray]], model: Embedder) -> None:
         if not pairs:
@@ -251,8 +267,8 @@ class VectorIndex:
             if change.text is None:
                 loaded.remove(change.memory_id)
             elif change.appended:
-                loaded.append(change.memory_id, vectors_by_id[change.memory_id])
-            elif not loaded.replace(change.memory_id, vectors_by_id[change.memory_id]):
+                loaded.append(change.memory_id, vectors_by_id[change.memory_id], is_question(change.text))
+            elif not loaded.replace(change.memory_id, vectors_by_id[change.memory_id], is_question(change.text)):
                 # A restored memory goes back to its old place in the timeline: reload.
                 self._users.pop(change.user_id, None)
 

@@ -6,7 +6,7 @@ import sqlite3
 
 from hypothesis import given, strategies as st
 
-from memoir.memory.ranking import CANDIDATES, STOP_WORDS, FuseParams, build_fts_query, fuse, query_terms
+from memoir.memory.ranking import CANDIDATES, STOP_WORDS, FuseParams, build_fts_query, fuse, is_question, query_terms
 
 T0 = "2025-01-01T00:00:00+00:00"
 
@@ -89,6 +89,27 @@ def test_neighbour_of_a_strong_hit_rises() -> None:
     # and turning the signal off gives the plain blend back
     off = fuse(kw, sem, created, position=position, params=FuseParams(neighbour_weight=0.0))
     assert [i for i, _ in off] == without
+
+
+def test_a_question_yields_to_the_answer_after_it() -> None:
+    # Stored chat turns: the question shares the query's words; its reply holds the fact.
+    kw = [("question", -8.0), ("far1", -5.0), ("far2", -3.9), ("far3", -1.0)]
+    sem = [("question", 0.6), ("far1", 0.55), ("answer", 0.3), ("far2", 0.2)]
+    created = _created(["question", "answer", "far1", "far2", "far3"])
+    position = {"question": 10, "answer": 11, "far1": 50, "far2": 80, "far3": 120}
+    plain = [i for i, _ in fuse(kw, sem, created, position=position)]
+    asked = [i for i, _ in fuse(kw, sem, created, position=position, questions={"question"})]
+    assert plain[0] == "question" and plain.index("answer") > plain.index("far1")
+    assert asked[0] == "answer" and asked.index("answer") < asked.index("question")
+    # neutral settings give the plain ranking back
+    same = fuse(kw, sem, created, position=position, questions={"question"},
+                params=FuseParams(question_factor=1.0, after_question_boost=1.0))
+    assert [i for i, _ in same] == plain
+
+
+def test_is_question() -> None:
+    assert is_question("[8 May, 2023] Caroline: Where did you go hiking?  ")
+    assert not is_question("Ava lives in Lisbon.") and not is_question("Why? Because she likes it.")
 
 
 def test_duplicate_ids_in_a_list_count_once() -> None:

@@ -50,6 +50,19 @@ async def test_every_write_is_embedded_and_searchable_at_once(index: Retriever, 
     assert set(models.values()) == {index.vectors.model_name}
 
 
+async def test_questions_among_the_memories_are_known_to_fusion(index: Retriever) -> None:
+    store, vectors = index.store, index.vectors
+    asked = await store.add("ava", "[May 2023] Ben: Where did you go skiing?")
+    told = await store.add("ava", "[May 2023] Ava: Zermatt, in March.")
+    assert (await vectors.user_vectors("ava")).questions == {asked.memory_id}  # loaded from the database
+    later = await store.add("ava", "Did Ava like it?")
+    await store.update("ava", told.memory_id, memory="Was it Zermatt?")
+    assert (await vectors.user_vectors("ava")).questions == {asked.memory_id, later.memory_id, told.memory_id}
+    await store.update("ava", later.memory_id, memory="Ava loved it.")
+    await store.delete("ava", asked.memory_id)
+    assert (await vectors.user_vectors("ava")).questions == {told.memory_id}
+
+
 async def test_a_batch_of_edits_is_embedded_together(index: Retriever) -> None:
     results = await index.store.apply("ava", [Edit("add", memory=f"Ava visited city {i}") for i in range(30)])
     assert len(await semantic_ids(index, "ava", "travel", 30)) == 30
