@@ -116,9 +116,11 @@ async def test_an_add_waiting_for_another_process_times_out_and_changes_nothing(
     async with Client(build_server(app)) as client:
         await call(client, "add_memory", memory="Ava likes to ski")
         before = await snapshot(app)
-        other = sqlite3.connect(app.store.path, isolation_level=None)
+        other = sqlite3.connect(app.store.path, isolation_level=None, check_same_thread=False)
         try:
-            other.execute("BEGIN IMMEDIATE")
+            # In a thread: the server's own writes (embeddings saved in the background) need the
+            # event loop to finish before this lock can be had.
+            await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
             started = time.monotonic()
             text = await call_error(client, "add_memory", memory="Ava likes tea")
             assert time.monotonic() - started < 3  # the call's limit, not SQLite's 10 s busy timeout
