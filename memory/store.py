@@ -231,7 +231,7 @@ class Store:
         added = _new_memory(user_id, text, topic_list, input, agent_id)
         # The most frequent write, and one that reads nothing first: all of it in one trip.
         await self._write_at_once(
-            [_insert_statement(added), _event_statement(added.memory_id, user_id, "add", None, added, change, added.created_at)],
+            [insert_statement(added), event_statement(added.memory_id, user_id, "add", None, added, change, added.created_at)],
             [Changed(user_id, added.memory_id, added.memory, appended=True)],
         )
         return added
@@ -589,9 +589,9 @@ class Store:
         change: Change,
     ) -> Memory:
         memory = _new_memory(user_id, text, topics, input, agent_id)
-        await db.execute(*_insert_statement(memory))
+        await db.execute(*insert_statement(memory))
         self._changes.append(Changed(user_id, memory.memory_id, memory.memory, appended=True))
-        await record_event(db, memory.memory_id, user_id, "add", None, memory, change, memory.created_at)
+        await record_event(db, event_statement(memory.memory_id, user_id, "add", None, memory, change, memory.created_at))
         return memory
 
     async def _update(
@@ -621,7 +621,7 @@ class Store:
         )
         if after.memory != before.memory:
             self._changes.append(Changed(user_id, memory_id, after.memory))
-        await record_event(db, memory_id, user_id, "update", before, after, change, stamp, undoes)
+        await record_event(db, event_statement(memory_id, user_id, "update", before, after, change, stamp, undoes))
         return after
 
     async def _delete(
@@ -638,12 +638,14 @@ class Store:
             raise MemoryNotFound(memory_id, user_id)
         await db.execute("DELETE FROM memories WHERE memory_id = ?", (memory_id,))
         self._changes.append(Changed(user_id, memory_id, None))
-        return await record_event(db, memory_id, user_id, operation, before, None, change, now(), undoes)
+        event = event_statement(memory_id, user_id, operation, before, None, change, now(), undoes)
+        return await record_event(db, event)
 
     async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
-        await db.execute(*_insert_statement(memory))
+        await db.execute(*insert_statement(memory))
         self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
-        return await record_event(db, memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
+        event = event_statement(memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
+        return await record_event(db, event)
 
 
 # -- module helpers ---------------------------------------------------------------------------
@@ -742,7 +744,7 @@ def _new_memory(user_id: str, text: str, topics: list[str], input: str | None, a
     )
 
 
-def _insert_statement(memory: Memory) -> Statement:
+def insert_statement(memory: Memory) -> Statement:
     return (
         "INSERT INTO memories (memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -759,7 +761,7 @@ def _insert_statement(memory: Memory) -> Statement:
     )
 
 
-def _event_statement(
+def event_statement(
     memory_id: str,
     user_id: str,
     operation: Operation,
@@ -787,18 +789,9 @@ def _event_statement(
     )
 
 
-async def record_event(
-    db: aiosqlite.Connection,
-    memory_id: str,
-    user_id: str,
-    operation: Operation,
-    before: Memory | None,
-    after: Memory | None,
-    change: Change,
-    stamp: str,
-    undoes: int | None = None,
-) -> int:
-    cursor = await db.execute(*_event_statement(memory_id, user_id, operation, before, after, change, stamp, undoes))
+async def record_event(db: aiosqlite.Connection, event: Statement) -> int:
+    """Write an `event_statement` inside an open transaction; returns the new event's id."""
+    cursor = await db.execute(*event)
     return int(cursor.lastrowid)
 
 

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from .errors import InvalidArgument, MemoirError
 from .limits import now, parse_time
 from .models import Actor, HistoryEvent, Memory, Operation
-from .store import Change, Store, record_event
+from .store import Change, Store, event_statement, insert_statement, record_event
 
 FORMAT = "memoir-export"
 VERSION = 1
@@ -159,12 +159,10 @@ async def import_lines(
                 why = "already present" if found[0] == m.user_id else "its memory_id belongs to another user's memory"
                 report.skipped.append(Skipped(item.line, f"memory '{m.memory_id}': {why}"))
                 continue
-            await db.execute(
-                f"INSERT INTO memories ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (m.memory_id, m.user_id, m.memory, json.dumps(m.topics), m.input, m.agent_id, m.created_at, m.updated_at),
-            )
+            await db.execute(*insert_statement(m))
             if m.memory_id not in with_history:
-                await record_event(db, m.memory_id, m.user_id, "add", None, m, Change("import", item.reason), now())
+                event = event_statement(m.memory_id, m.user_id, "add", None, m, Change("import", item.reason), now())
+                await record_event(db, event)
             report.memories += 1
         renumbered: dict[int, int] = {}
         for item in events:
@@ -178,10 +176,10 @@ async def import_lines(
                 renumbered[e.event_id] = found[0]
                 report.skipped.append(Skipped(item.line, f"history event {e.event_id}: already present"))
                 continue
-            new_id = await record_event(
-                db, e.memory_id, e.user_id, e.operation, e.before, e.after, Change(e.actor, e.reason, e.source),
-                e.created_at, renumbered.get(e.undoes) if e.undoes is not None else None,
-            )
+            undoes = renumbered.get(e.undoes) if e.undoes is not None else None
+            new_id = await record_event(db, event_statement(
+                e.memory_id, e.user_id, e.operation, e.before, e.after, Change(e.actor, e.reason, e.source), e.created_at, undoes
+            ))
             renumbered[e.event_id] = new_id
             report.history += 1
     report.skipped.sort(key=lambda s: s.line)
