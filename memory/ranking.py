@@ -73,7 +73,7 @@ second query); other stop-word lists and prefix ``*`` (+-1). Weights were swept 
 grid (semantic 0.3-1.5, neighbour 0.1-1.0, window 1-2); the surface is flat around the chosen
 round values (hit@5 70-73), so they are not a knife-edge fit to this set.
 
-Also tried with the question signal's search (bench: /tmp research harness, numbers in the issue
+Also tried in the search that found the question signal (a research copy of bench/locomo_research.py; numbers in the issue
 notes), all within +-1 point of hit@5: neighbours on one side only, neighbour share from one
 list, sum instead of max, date in a column of its own, query-dependent semantic weight, higher
 common-word thresholds. Embedding each memory with its predecessor as a second vector gained
