@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import stat
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,8 +42,8 @@ def _is_pipe_or_socket(fd: int) -> bool:
 
 
 def loop_native_possible() -> bool:
-    """True when stdin and stdout are pipes or sockets, which asyncio can serve on its loop."""
-    return _is_pipe_or_socket(0) and _is_pipe_or_socket(1)
+    """True when stdin and stdout are pipes or sockets, which asyncio can serve on its loop (POSIX)."""
+    return sys.platform != "win32" and _is_pipe_or_socket(0) and _is_pipe_or_socket(1)
 
 
 async def run_stdio(server: MCPServer) -> None:
@@ -102,6 +102,8 @@ class _Output:
 @asynccontextmanager
 async def loop_native_stdio() -> AsyncIterator[tuple[object, object]]:
     """`stdio_server`'s (read, write) streams over fds 0 and 1, read and written on the event loop."""
+    import fcntl  # POSIX only: loop_native_possible() is False elsewhere
+
     loop = asyncio.get_running_loop()
     saved = {fd: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (0, 1)}  # to put the wire back
     wire_in, wire_out = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (0, 1))  # the transports own these
