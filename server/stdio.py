@@ -23,6 +23,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
@@ -93,10 +94,15 @@ class _Output:
         self._writer = writer
 
     async def write(self, text: str) -> None:
+        if self._writer.transport.is_closing():
+            raise anyio.ClosedResourceError  # the client went away: stdio_server ends its writer quietly
         self._writer.write(text.encode("utf-8"))
 
     async def flush(self) -> None:
-        await self._writer.drain()
+        try:
+            await self._writer.drain()
+        except ConnectionError as gone:
+            raise anyio.ClosedResourceError from gone
 
 
 @asynccontextmanager

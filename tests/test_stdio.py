@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from mcp import Client, StdioServerParameters
 
 from memoir.server.stdio import _is_pipe_or_socket
 from tests.conftest import ERAS
+from tests.servers import MEMOIR, clean_env
 
 TOY = """
 import os, subprocess, sys
@@ -95,6 +97,38 @@ def test_overlong_line_is_dropped_and_the_wire_restored(toy: Path) -> None:
     assert "dropped a message longer than 4096 bytes" in err
     assert "stray print" in err and "stray write on fd 1" in err and "a child's output" in err
     assert "blocking: True True" in err
+
+
+def test_a_client_that_goes_away_ends_the_server_quietly(tmp_path: Path) -> None:
+    """The host closes its end of stdout with calls in flight, then stdin: exit 0, no traceback."""
+    proc = subprocess.Popen(
+        [*MEMOIR, "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env({"MEMOIR_DB": str(tmp_path / "m.db"), "MEMOIR_EMBEDDINGS": "off"}),
+    )
+    assert proc.stdin and proc.stdout and proc.stderr
+    try:
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).encode() + b"\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+        for i in range(50):
+            call = {"name": "add_memory", "arguments": {"memory": f"Ava likes tea number {i}"}}
+            proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": call}).encode() + b"\n")
+        proc.stdin.flush()
+        proc.stdout.close()
+        time.sleep(0.3)
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert "Traceback" not in err, err
 
 
 def test_only_pipes_and_sockets_are_served_on_the_loop(tmp_path: Path) -> None:
