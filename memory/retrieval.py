@@ -140,9 +140,4 @@ class Retriever:
 
     async def _rows(self, user_id: str, ranked: Sequence[tuple[str, float]]) -> list[ScoredMemory]:
         """The memories of `ranked` ids, in that order, with its scores (ids deleted meanwhile are left out)."""
-        found = await self.store.get_many(user_id, [m for m, _ in ranked])
-        return [
-            ScoredMemory(**found[memory_id].model_dump(), score=round(float(score), 6))
-            for memory_id, score in ranked
-            if memory_id in found
-        ]
+        return await self.store.scored(user_id, [(m, round(float(score), 6)) for m, score in ranked])

@@ -155,7 +155,8 @@ class VectorIndex:
         if filters != Filters():
             permitted = set(await self.store.filtered_ids(user_id, filters))
             allowed = allowed & np.fromiter((m in permitted for m in vectors.memory_ids), bool, vectors.size)
-        scores = np.where(allowed, scores, -np.inf)
+        if vectors.live < vectors.size or filters != Filters():
+            scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
         if k == 0:
             return [], vectors
