@@ -16,13 +16,16 @@ hobbies ...), generated deterministically (seed 7).
     /work/venv/bin/python bench/scale.py                       # 1k, 10k, 100k: ~10-15 minutes on 2 cores
     /work/venv/bin/python bench/scale.py --sizes 1000,10000    # ~1-2 minutes
     /work/venv/bin/python bench/scale.py --embeddings off      # only one setting
+    /work/venv/bin/python bench/scale.py --sizes 10000 --db-dir /tmp/scale   # build and keep; run again to measure only
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -119,6 +122,14 @@ def queries(n: int, seed: int = 11) -> list[str]:
 
 
 # -- measuring ------------------------------------------------------------------------------------------
+
+
+def existing_memories(db: Path) -> int:
+    """How many memories of USER a kept database (--db-dir) already holds."""
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM memories WHERE user_id = ?", (USER,)).fetchone()[0]
 
 
 def server_pid() -> int | None:
@@ -221,7 +232,11 @@ async def run_setting(embeddings: str, sizes: list[int], tmp: Path, args: argpar
     results[(embeddings, "startup")] = first
     results[(embeddings, "idle_rss")] = idle
 
-    current = 0
+    current = existing_memories(db)
+    if current:
+        log(f"  [{embeddings}] {db} already holds {current} memories of {USER}: growing from there")
+        for _ in range(current):  # continue the same stream of facts
+            next(stream)
     async with Client(memoir_stdio(db, env), mode="legacy") as client:
         pid = server_pid()
         assert pid, "cannot find the memoir server process"
@@ -230,14 +245,18 @@ async def run_setting(embeddings: str, sizes: list[int], tmp: Path, args: argpar
                   + f" | {'RSS MB':>7} {'HWM MB':>7}")
         rows = []
         for size in sizes:
+            if size < current:
+                log(f"  [{embeddings}] skipping {size}: the database already holds {current}")
+                continue
             need = size - current
             block = min(args.inflight_block, need // 2)
             log(f"  [{embeddings}] growing {current} -> {size} ({need - block} one at a time, {block} with {args.inflight} in flight)")
-            seq = await add_sequential(client, stream, need - block)
+            seq = await add_sequential(client, stream, need - block) if need - block > 0 else float("nan")
             conc = await add_inflight(client, stream, block, args.inflight) if block else float("nan")
             adds = results.setdefault((embeddings, "adds"), {"seq": [0, 0.0], "conc": [0, 0.0]})
-            adds["seq"][0] += need - block
-            adds["seq"][1] += (need - block) / seq
+            if need - block > 0:
+                adds["seq"][0] += need - block
+                adds["seq"][1] += (need - block) / seq
             if block:
                 adds["conc"][0] += block
                 adds["conc"][1] += block / conc
@@ -313,9 +332,14 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"scale bench: sizes {sizes}, embeddings {settings}, {args.queries} queries per method, "
           f"{args.inflight} in flight for the concurrent adds (blocks of up to {args.inflight_block}); one user; {loadavg()}")
     results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="memoir-scale-", dir=args.tmpdir or None) as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.db_dir:
+            where = Path(args.db_dir)
+            where.mkdir(parents=True, exist_ok=True)
+        else:
+            where = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memoir-scale-", dir=args.tmpdir or None)))
         for emb in settings:
-            await run_setting(emb, sizes, Path(tmp), args, results)
+            await run_setting(emb, sizes, where, args, results)
     print_targets(results, sizes)
     print(f"finished; {loadavg()} (other processes on this 2-core machine skew the numbers; rerun when idle)")
 
@@ -329,6 +353,8 @@ def main() -> None:
     p.add_argument("--inflight-block", type=int, default=1000, help="adds per size done with calls in flight")
     p.add_argument("--startup-runs", type=int, default=5)
     p.add_argument("--tmpdir", default="", help="where the temporary databases go")
+    p.add_argument("--db-dir", default="", help="keep the databases here; a second run on the same sizes grows "
+                   "nothing and only measures (e.g. again on an idle machine)")
     asyncio.run(main_async(p.parse_args()))
 
 
