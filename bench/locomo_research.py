@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import sqlite3
@@ -25,14 +24,13 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MEMOIR_LOCOMO") or Path(__file__).resolve().parents[2] / "shared/data/locomo-dev.json")
 CACHE = Path(os.environ.get("MEMOIR_BENCH_CACHE", Path.home() / ".cache" / "memoir-bench"))
 
 
@@ -51,50 +49,7 @@ import importlib  # noqa: E402
 
 embeddings = _load_module("embeddings")
 ranking = _load_module("ranking")
-from _common import parse_evidence  # noqa: E402  (bench/ is on sys.path when a bench runs as a script)
-
-
-# --------------------------------------------------------------------------- data
-@dataclass
-class Turn:
-    idx: int  # position in the conversation (ingest order)
-    dia_id: str
-    date: str
-    speaker: str
-    text: str
-
-    @property
-    def memory(self) -> str:
-        return f"[{self.date}] {self.speaker}: {self.text}"
-
-
-@dataclass
-class Conv:
-    sample_id: str
-    speakers: tuple[str, str]
-    turns: list[Turn] = field(default_factory=list)
-    qa: list[dict] = field(default_factory=list)
-
-
-def load_data() -> list[Conv]:
-    convs = []
-    for s in json.loads(DATA.read_text()):
-        c = s["conversation"]
-        conv = Conv(s["sample_id"], (c["speaker_a"], c["speaker_b"]))
-        sessions = sorted(
-            (int(k.split("_")[1]), k) for k in c if re.fullmatch(r"session_\d+", k) and c[k]
-        )
-        for n, key in sessions:
-            date = c.get(f"{key}_date_time", "")
-            for t in c[key]:
-                conv.turns.append(Turn(len(conv.turns), t["dia_id"], date, t["speaker"], t["text"]))
-        known = {t.dia_id for t in conv.turns}
-        for q in s["qa"]:
-            ev = parse_evidence(q.get("evidence", []), known)
-            if ev:
-                conv.qa.append({**q, "evidence": ev})
-        convs.append(conv)
-    return convs
+from _common import Conversation, load_locomo  # noqa: E402  (bench/ is on sys.path when a bench runs as a script)
 
 
 # --------------------------------------------------------------------------- keyword
@@ -190,7 +145,7 @@ class Query:
     sem: dict  # variant -> cosine array over all turns
 
 
-def prepare(convs: list[Conv], use_cache: bool):
+def prepare(convs: list[Conversation], use_cache: bool):
     embedder = embeddings.load_embedder()
     per_conv = []
     queries: list[Query] = []
@@ -205,18 +160,18 @@ def prepare(convs: list[Conv], use_cache: bool):
             "text": embed_cached(embedder, [t.text for t in conv.turns], use_cache),
         }
         t_embed += time.perf_counter() - t0
-        qs = [q["question"] for q in conv.qa]
-        qv = embed_cached(embedder, qs, use_cache)
-        by_dia = {t.dia_id: t.idx for t in conv.turns}
+        answerable = [q for q in conv.questions if q.evidence]
+        qv = embed_cached(embedder, [q.question for q in answerable], use_cache)
+        by_dia = {t.dia_id: i for i, t in enumerate(conv.turns)}  # ingest order: the timeline position
         per_conv.append((conv, fts, vecs))
-        for q, v in zip(conv.qa, qv):
+        for q, v in zip(answerable, qv):
             kw = {
-                "base": fts.search(baseline_query(q["question"])),
-                "base*": fts.search(baseline_query(q["question"], prefix=True)),
-                "new": fts.search(ranking.build_fts_query(q["question"])),
+                "base": fts.search(baseline_query(q.question)),
+                "base*": fts.search(baseline_query(q.question, prefix=True)),
+                "new": fts.search(ranking.build_fts_query(q.question)),
             }
             sem = {name: m @ v for name, m in vecs.items()}
-            queries.append(Query(ci, q["question"], q["category"], {by_dia[d] for d in q["evidence"]}, kw, sem))
+            queries.append(Query(ci, q.question, q.category, {by_dia[d] for d in q.evidence}, kw, sem))
     return per_conv, queries, t_embed
 
 
@@ -235,7 +190,7 @@ def ids(lst):
 def fuse_variant(kw="new", sem="strip", n=ranking.CANDIDATES, neighbours=True, questions=True, **params):
     fp = ranking.FuseParams(**params)
 
-    def fn(q: Query, conv: Conv):
+    def fn(q: Query, conv: Conversation):
         kwl = q.kw[kw][:n]
         seml = topn(q.sem[sem], n)
         cands = {i for i, _ in kwl} | {i for i, _ in seml}
@@ -347,7 +302,7 @@ def main() -> None:
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--latency", action="store_true", help="also time embed+matmul+fuse at 10k/100k")
     args = ap.parse_args()
-    convs = load_data()
+    convs = load_locomo()
     per_conv, queries, t_embed = prepare(convs, not args.no_cache)
     n_turns = sum(len(c.turns) for c in convs)
     print(f"{len(convs)} conversations, {n_turns} turns, {len(queries)} questions; embed time {t_embed:.1f}s")
@@ -356,7 +311,7 @@ def main() -> None:
         results[name] = run_variant(per_conv, queries, fn)
     print_table(results)
     v = variants("main")
-    per_conversation(per_conv, queries, [(k, v[k]) for k in ("keyword build_fts_query", "RECIPE: blend 0.7 + neighbours 0.5 w2")])
+    per_conversation(per_conv, queries, [(k, v[k]) for k in ("keyword build_fts_query", "RECIPE: blend 0.7 + neighbours 0.5 w2 + questions")])
     if args.latency:
         for n, (p50, p95) in latency_bench().items():
             print(f"hybrid search (query embed + cosine + fuse) at {n}: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
