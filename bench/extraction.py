@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mcp import Client  # noqa: E402
 
 from memoir.memory.store import Change, Edit  # noqa: E402
-from memoir.server.app import build_server, close_app, open_app  # noqa: E402
+from memoir.server.app import build_server, running_app  # noqa: E402
 from memoir.server.settings import Settings  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic, tool_use  # noqa: E402
 
@@ -72,34 +72,30 @@ async def main() -> None:
         settings = Settings(
             db_path=Path(tmp) / "bench.db", anthropic_api_key="sk-bench", anthropic_base_url=fake.url, llm_max_retries=0
         )
-        app = await open_app(settings)
         k = settings.extraction.related_k
         print(f"extract_memories cost by store size (K = {k} related memories, {args.calls} calls each)")
         print(f"{'memories':>9} {'input tokens':>13} {'listed':>7} {'p50 ms':>8} {'p95 ms':>8}")
-        try:
-            have = 0
-            async with Client(build_server(app), mode="legacy") as client:
-                for size in sizes:
-                    await grow(app, "ava", have, size)
-                    have = size
-                    first = len(fake.requests)
-                    times = []
-                    for _ in range(args.calls + 1):
-                        started = time.perf_counter()
-                        result = await client.call_tool(
-                            "extract_memories", {"messages": conversation, "user_id": "ava", "dry_run": True}
-                        )
-                        times.append((time.perf_counter() - started) * 1000)
-                        assert not result.is_error, result.content[0].text
-                    times = times[1:]  # the first call of a size loads that user's vectors
-                    request = fake.requests[-1].body
-                    tokens = len(json.dumps([request["system"], request["messages"], request["tools"]])) // 4
-                    listed = request["messages"][0]["content"].count("id=")
-                    assert len(fake.requests) - first == args.calls + 1  # one model call per extraction
-                    p95 = sorted(times)[max(0, int(len(times) * 0.95) - 1)]
-                    print(f"{size:>9} {tokens:>13} {listed:>7} {statistics.median(times):>8.1f} {p95:>8.1f}")
-        finally:
-            await close_app(app)
+        have = 0
+        async with running_app(settings) as app, Client(build_server(app), mode="legacy") as client:
+            for size in sizes:
+                await grow(app, "ava", have, size)
+                have = size
+                first = len(fake.requests)
+                times = []
+                for _ in range(args.calls + 1):
+                    started = time.perf_counter()
+                    result = await client.call_tool(
+                        "extract_memories", {"messages": conversation, "user_id": "ava", "dry_run": True}
+                    )
+                    times.append((time.perf_counter() - started) * 1000)
+                    assert not result.is_error, result.content[0].text
+                times = times[1:]  # the first call of a size loads that user's vectors
+                request = fake.requests[-1].body
+                tokens = len(json.dumps([request["system"], request["messages"], request["tools"]])) // 4
+                listed = request["messages"][0]["content"].count("id=")
+                assert len(fake.requests) - first == args.calls + 1  # one model call per extraction
+                p95 = sorted(times)[max(0, int(len(times) * 0.95) - 1)]
+                print(f"{size:>9} {tokens:>13} {listed:>7} {statistics.median(times):>8.1f} {p95:>8.1f}")
 
 
 if __name__ == "__main__":

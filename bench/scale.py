@@ -179,18 +179,12 @@ async def search_latency(client: Client, method: str, qs: list[str]) -> tuple[fl
 
 
 async def in_process_search(db: Path, embeddings: str, methods: list[str], qs: list[str]) -> dict[str, tuple[float, float, str]]:
-    from memoir.server.app import build_server, close_app, open_app
+    from memoir.server.app import build_server, running_app
     from memoir.server.settings import Settings
 
-    app = await open_app(Settings(db_path=db, embeddings=embeddings))  # type: ignore[arg-type]
-    out = {}
-    try:
-        async with Client(build_server(app), mode="legacy") as client:
-            for method in methods:
-                out[method] = await search_latency(client, method, qs)
-    finally:
-        await close_app(app)
-    return out
+    settings = Settings(db_path=db, embeddings=embeddings)  # type: ignore[arg-type]
+    async with running_app(settings) as app, Client(build_server(app), mode="legacy") as client:
+        return {method: await search_latency(client, method, qs) for method in methods}
 
 
 async def startup(db: Path, env: dict[str, str], runs: int) -> list[tuple[float, float]]:

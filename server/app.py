@@ -55,6 +55,16 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
     )
 
 
+@asynccontextmanager
+async def running_app(settings: Settings, caller: Callable[[], Caller] = Caller) -> AsyncIterator[AppContext]:
+    """`open_app`, then `close_app` however the block ends."""
+    app = await open_app(settings, caller)
+    try:
+        yield app
+    finally:
+        await close_app(app)
+
+
 async def close_app(app: AppContext) -> None:
     if app.retriever.vectors is not None:
         await app.retriever.vectors.close()

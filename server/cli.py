@@ -21,8 +21,9 @@ from memoir.memory.errors import MemoirError
 from memoir.memory.store import Change
 from memoir.memory import transfer
 from memoir.memory.tokens import Tokens
+from memoir.tools.context import AppContext
 
-from .app import build_server, close_app, open_app
+from .app import build_server, running_app
 from .settings import DEFAULT_PORT, Settings
 from .stdio import run_stdio
 from .transports import serve_http
@@ -65,14 +66,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_overrides(transport=args.transport, host=args.host, port=args.port)
     if args.allow_unauthenticated:
         settings = replace(settings, access=replace(settings.access, allow_unauthenticated=True))
-    app = await open_app(settings)
-    try:
+    async with running_app(settings) as app:
         if settings.transport == "stdio":
             await run_stdio(build_server(app))
         else:
             await serve_http(app, settings)
-    finally:
-        await close_app(app)
     return 0
 
 
@@ -199,21 +197,16 @@ async def _backup(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _with_store(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
     """Like `_with_app`, for commands that print their own output."""
-    app = await open_app(settings)
-    try:
+    async with running_app(settings) as app:
         await action(app)
-    finally:
-        await close_app(app)
     return 0
 
 
 async def _with_app(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
-    app = await open_app(settings)
-    try:
+    async def printed(app: AppContext) -> None:
         _print_json(await action(app))
-    finally:
-        await close_app(app)
-    return 0
+
+    return await _with_store(settings, printed)
 
 
 def _print_json(value: object) -> None:

@@ -10,7 +10,7 @@ from typing import TypeVar
 import pytest
 from mcp import Client
 
-from memoir.server.app import build_server, close_app, open_app
+from memoir.server.app import build_server, running_app
 from memoir.server.settings import Settings
 from memoir.tools.context import AppContext
 
@@ -30,11 +30,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def app(db_path: Path) -> AsyncIterator[AppContext]:
-    app = await open_app(Settings(db_path=db_path))
-    try:
+    async with running_app(Settings(db_path=db_path)) as app:
         yield app
-    finally:
-        await close_app(app)
 
 
 @pytest.fixture(params=ERAS)

@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 
 from memoir.memory.judge import AGENTIC_CANDIDATES
-from memoir.server.app import build_server, close_app, open_app
+from memoir.server.app import build_server, running_app
 from memoir.server.settings import Settings
 from memoir.tools.context import AppContext
 
@@ -23,14 +23,10 @@ from .test_extraction import SamplingClient
 
 @pytest.fixture
 async def llm_client(db_path: Path, fake_anthropic: FakeAnthropic) -> AsyncIterator[Client]:
-    app = await open_app(
-        Settings(db_path=db_path, anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url, llm_max_retries=0)
-    )
-    try:
+    settings = Settings(db_path=db_path, anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url, llm_max_retries=0)
+    async with running_app(settings) as app:
         async for c in held(Client(build_server(app), mode="legacy")):
             yield c
-    finally:
-        await close_app(app)
 
 
 def listed_ids(prompt: str) -> list[str]:

@@ -12,7 +12,7 @@ import mcp.types as types
 import pytest
 from mcp import Client
 
-from memoir.server.app import build_server, close_app, open_app
+from memoir.server.app import build_server, running_app
 from memoir.server.settings import Settings
 from memoir.tools.context import AppContext
 
@@ -32,11 +32,8 @@ async def llm_app(db_path: Path, fake_anthropic: FakeAnthropic) -> AsyncIterator
         llm_max_retries=1,
     )
     settings = replace(settings, extraction=replace(settings.extraction, related_k=3))
-    app = await open_app(settings)
-    try:
+    async with running_app(settings) as app:
         yield app
-    finally:
-        await close_app(app)
 
 
 @pytest.fixture(params=ERAS)

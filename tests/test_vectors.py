@@ -130,20 +130,16 @@ async def test_embedding_runs_after_the_call_and_outside_its_deadline(
 
     from mcp import Client
 
-    from memoir.server.app import build_server, close_app, open_app
+    from memoir.server.app import build_server, running_app
     from memoir.server.settings import Settings
 
     from .helpers import call
 
     settings = Settings(db_path=db_path)
     settings = replace(settings, access=replace(settings.access, call_timeout=5.0))
-    app = await open_app(settings)
-    try:
-        async with Client(build_server(app), mode="legacy") as client:
-            ids = [(await call(client, "add_memory", memory=f"Ava went on trip number {i}"))["memory_id"] for i in range(40)]
-            found = await call(client, "search_memories", query="journeys", retrieval_method="semantic", limit=100)
-        assert {r["memory_id"] for r in found["results"]} == set(ids)
-    finally:
-        await close_app(app)
+    async with running_app(settings) as app, Client(build_server(app), mode="legacy") as client:
+        ids = [(await call(client, "add_memory", memory=f"Ava went on trip number {i}"))["memory_id"] for i in range(40)]
+        found = await call(client, "search_memories", query="journeys", retrieval_method="semantic", limit=100)
+    assert {r["memory_id"] for r in found["results"]} == set(ids)
     assert not [r for r in caplog.records if "could not embed" in r.getMessage()]
     assert set(stored_vectors(db_path)) == set(ids)
