@@ -355,10 +355,7 @@ class Store:
 
     async def get(self, user_id: str, memory_id: str) -> Memory:
         self.limits.memory_id(memory_id)
-        found = await self._get(self._reader, user_id, memory_id)
-        if found is None:
-            raise MemoryNotFound(memory_id, user_id)
-        return found
+        return await self._existing(self._reader, user_id, memory_id)
 
     async def find(self, memory_id: str) -> Memory | None:
         """A memory by id, whoever it belongs to (for trusted local callers only)."""
@@ -581,6 +578,12 @@ class Store:
         )
         return None if row is None else _memory(row)
 
+    async def _existing(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory:
+        found = await self._get(db, user_id, memory_id)
+        if found is None:
+            raise MemoryNotFound(memory_id, user_id)
+        return found
+
     async def _insert(
         self,
         db: aiosqlite.Connection,
@@ -607,9 +610,7 @@ class Store:
         change: Change,
         undoes: int | None = None,
     ) -> Memory:
-        before = await self._get(db, user_id, memory_id)
-        if before is None:
-            raise MemoryNotFound(memory_id, user_id)
+        before = await self._existing(db, user_id, memory_id)
         stamp = now()
         after = before.model_copy(
             update={
@@ -636,9 +637,7 @@ class Store:
         change: Change,
         undoes: int | None = None,
     ) -> int:
-        before = await self._get(db, user_id, memory_id)
-        if before is None:
-            raise MemoryNotFound(memory_id, user_id)
+        before = await self._existing(db, user_id, memory_id)
         await db.execute("DELETE FROM memories WHERE memory_id = ?", (memory_id,))
         self._changes.append(Changed(user_id, memory_id, None))
         event = event_statement(memory_id, user_id, operation, before, None, change, now(), undoes)
