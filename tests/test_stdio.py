@@ -43,6 +43,21 @@ print("blocking:", os.get_blocking(0), os.get_blocking(1), file=sys.stderr)
 """
 
 
+def send(proc: subprocess.Popen, message: dict | str) -> None:
+    """One JSON-RPC message, as a line on the server's stdin."""
+    line = message if isinstance(message, str) else json.dumps(message)
+    proc.stdin.write(line.encode() + b"\n")  # type: ignore[union-attr]
+    proc.stdin.flush()  # type: ignore[union-attr]
+
+
+def handshake(proc: subprocess.Popen) -> None:
+    """The 2025-11-25 initialize exchange, as a host does it."""
+    send(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
+    assert json.loads(proc.stdout.readline())["id"] == 1  # type: ignore[union-attr]
+    send(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
 @pytest.fixture
 def toy(tmp_path: Path) -> Path:
     path = tmp_path / "toy_server.py"
@@ -69,19 +84,10 @@ def test_overlong_line_is_dropped_and_the_wire_restored(toy: Path) -> None:
         env={**os.environ, "TOY_MAX_LINE": "4096"},
     )
     assert proc.stdin and proc.stdout
-
-    def send(message: dict | str) -> None:
-        line = message if isinstance(message, str) else json.dumps(message)
-        proc.stdin.write(line.encode() + b"\n")
-        proc.stdin.flush()
-
     try:
-        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
-        assert json.loads(proc.stdout.readline())["id"] == 1
-        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        send('{"jsonrpc": "2.0", "id": 99, "method": "ping", "pad": "' + "x" * 20_000 + '"}')
-        send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "noisy", "arguments": {"text": "ok"}}})
+        handshake(proc)
+        send(proc, '{"jsonrpc": "2.0", "id": 99, "method": "ping", "pad": "' + "x" * 20_000 + '"}')
+        send(proc, {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "noisy", "arguments": {"text": "ok"}}})
         reply = json.loads(proc.stdout.readline())
         assert reply["id"] == 2 and reply["result"]["content"][0]["text"] == "OK"
         proc.stdin.close()
@@ -110,15 +116,10 @@ def test_a_client_that_goes_away_ends_the_server_quietly(tmp_path: Path) -> None
     )
     assert proc.stdin and proc.stdout and proc.stderr
     try:
-        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).encode() + b"\n")
-        proc.stdin.flush()
-        assert json.loads(proc.stdout.readline())["id"] == 1
-        proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+        handshake(proc)
         for i in range(50):
             call = {"name": "add_memory", "arguments": {"memory": f"Ava likes tea number {i}"}}
-            proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": call}).encode() + b"\n")
-        proc.stdin.flush()
+            send(proc, {"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": call})
         proc.stdout.close()
         time.sleep(0.3)
         proc.stdin.close()
