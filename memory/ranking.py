@@ -83,7 +83,7 @@ Targets of issue 3: frac@10 over categories 1-5 >= 72 is met (79.8 through the t
 >= 75 on categories 1-4 is met with the question signal (75.7 through the tools) and only
 with it (72.6 without): on stores of stated facts the general recipe is what applies.
 
-Cost: fusion of 2 x 100 candidates takes ~0.2 ms in Python; query embedding ~2.4 ms; cosine
+Cost: fusion of 2 x 100 candidates takes ~0.3 ms in Python; query embedding ~0.7 ms; cosine
 over 10k float32 vectors ~0.5 ms, 100k ~5 ms (one BLAS thread, see
 :func:`memoir.memory.embeddings.cosine_top_k`). End to end (embed + cosine + top-k + fuse):
 p50 3.1 ms at 10k memories, 7.4 ms at 100k.

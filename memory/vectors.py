@@ -2,8 +2,8 @@
 
 Each user's vectors live in one float32 matrix, in timeline order (created_at, id), loaded on
 the first semantic search for that user and kept in step with writes afterwards: the store
-tells the index what every committed transaction changed; new texts are embedded in one batch
-and saved, new memories are appended, changed ones replaced, deleted ones masked out.
+tells the index what every committed transaction changed; new texts are embedded in a group
+(one trip to a worker thread, one transaction to save them), new memories are appended, changed ones replaced, deleted ones masked out.
 
 Vectors carry the name of the model that made them. A memory whose vector is missing or from
 another model (written with embeddings off, by another process, or before a model change) is
@@ -113,7 +113,7 @@ class VectorIndex:
         self._users: dict[str, UserVectors] = {}
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._data_version: int | None = None
-        # Committed changes wait here for the background task that embeds them in batches.
+        # Committed changes wait here for the background task that embeds them in groups.
         self._pending: list[Changed] = []
         self._worker: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
@@ -223,9 +223,9 @@ class VectorIndex:
     async def _on_commit(self, changes: list[Changed]) -> None:
         """Queue what a transaction changed; the write returns without waiting for the model.
 
-        A background task embeds the queue in batches (one model call for many texts, which is
-        several times faster than one call each) and updates the loaded matrices, in commit
-        order. Searches wait for it (`settled`).
+        A background task embeds the queue in groups of up to EMBED_BATCH (one trip to a worker
+        thread and one save transaction per group, while adds go on) and updates the loaded
+        matrices, in commit order. Searches wait for it (`settled`).
         """
         self._pending.extend(changes)
         self._settled.clear()

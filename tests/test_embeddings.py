@@ -23,15 +23,16 @@ def embedder() -> E.Embedder:
 
 
 def test_import_is_lazy() -> None:
-    code = "import sys, memoir.memory.embeddings; print('onnxruntime' in sys.modules, 'tokenizers' in sys.modules)"
+    code = ("import sys, memoir.memory.embeddings; "
+            "print(*(m in sys.modules for m in ('onnxruntime', 'tokenizers', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_identity_and_shape(embedder: E.Embedder) -> None:
     assert isinstance(embedder, E.Embedder)
     assert embedder.dim == 384
-    assert embedder.name == f"all-MiniLM-L6-v2-int8@{E.MODEL_SHA256[:8]}"
+    assert embedder.name == f"all-MiniLM-L6-v2-int8-dq@{E.MODEL_SHA256[:8]}"
     assert E.load_embedder("default") is embedder  # loaded once per process
     v = embedder.embed(["hello world", "a much longer sentence " * 80, "", "Ünïcödé 東京 café"])
     assert v.shape == (4, 384) and v.dtype == np.float32
