@@ -99,6 +99,7 @@ __all__ = [
     "STOP_WORDS",
     "query_terms",
     "build_fts_query",
+    "fts_match",
     "FuseParams",
     "DEFAULT_FUSE",
     "CANDIDATES",
@@ -146,8 +147,11 @@ def build_fts_query(query: str, *, prefix: bool = False) -> str | None:
     ``prefix=True`` appends ``*`` to each term.
     """
     terms = query_terms(query)
-    if not terms:
-        return None
+    return fts_match(terms, prefix=prefix) if terms else None
+
+
+def fts_match(terms: Iterable[str], *, prefix: bool = False) -> str:
+    """``"term1" OR "term2" ...`` for terms already split (see :func:`build_fts_query`)."""
     star = "*" if prefix else ""
     return " OR ".join('"' + t.replace('"', '""') + '"' + star for t in terms)
 

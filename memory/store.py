@@ -17,9 +17,9 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -27,7 +27,7 @@ from .deadline import commit_point
 from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, now
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
-from .ranking import build_fts_query, query_terms
+from .ranking import fts_match, query_terms
 from .schema import MIGRATIONS
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -104,8 +104,8 @@ class Store:
         # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
         self._changes: list[Changed] = []
         self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
-        self._fts_tables: set[str] = set()  # per-user full-text indexes known to exist
-        self._index_sizes: dict[str, int] = {}  # rows per index, forgotten when the index changes
+        # Rows per user's full-text index (so: the indexes known to exist), forgotten when one changes.
+        self._index_sizes: dict[str, int] = {}
         self._background: set[asyncio.Future[Any]] = set()  # ROLLBACKs queued behind an abandoned BEGIN
         self.path = path
         self.limits = limits
@@ -188,8 +188,6 @@ class Store:
         then the statements and COMMIT in one trip to the writer's thread.
 
         Awaiting each statement made an add four trips (0.34 ms); this is two (0.17 ms).
-        aiosqlite has no public way to run a function on its thread; `_execute` is how its own
-        methods do it (pinned: aiosqlite < 0.23 in pyproject.toml).
         """
         async with self._write_lock:
             db = await self._begin()
@@ -198,7 +196,7 @@ class Store:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            trip = asyncio.ensure_future(db._execute(_commit_statements, db._conn, statements))
+            trip = asyncio.ensure_future(_in_thread(db, _commit_statements, statements))
             try:
                 await asyncio.shield(trip)
             except asyncio.CancelledError:
@@ -318,7 +316,6 @@ class Store:
             # The words of the user's memories live in their index too: drop it all.
             await db.execute("DELETE FROM fts_pending WHERE user_id = ?", (user_id,))
             await db.execute(f"DROP TABLE IF EXISTS {fts_table(user_id)}")
-            self._fts_tables.discard(fts_table(user_id))
             self._index_sizes.pop(fts_table(user_id), None)
             return deleted
 
@@ -425,55 +422,27 @@ class Store:
     async def _keyword_rows(
         self, user_id: str, query: str, columns: str, limit: int, filters: Filters
     ) -> list[sqlite3.Row]:
-        match = build_fts_query(query)
-        if match is None:
-            return []
-        if not await self.sync_index(user_id):
-            return []  # the user has never had a memory
-        fts = fts_table(user_id)
-        match = await self._without_common_terms(fts, query) or match
-        rank = f"bm25({fts}, 1.0, 0.5)"
-        where, params = filters.sql()
-        if where:  # a filter is on memories' columns: filter every match, then keep the best
-            sql = (
-                f"SELECT {columns}, {rank} AS rank FROM {fts} JOIN memories m ON m.id = {fts}.rowid"
-                f" WHERE {fts} MATCH ? AND m.user_id = ?{where} ORDER BY rank, m.created_at DESC, m.id DESC LIMIT ?"
-            )
-            return await _fetchall(self._reader, sql, (match, user_id, *params, limit))
-        # The index holds this user's memories only: rank it alone, and join just the best
-        # `limit` rows (joining every match first cost ~25% of a search at 10,000 memories).
-        sql = (
-            f"SELECT {columns}, k.rank FROM (SELECT rowid, {rank} AS rank FROM {fts} WHERE {fts} MATCH ?"
-            f" ORDER BY rank, rowid DESC LIMIT ?) AS k JOIN memories m ON m.id = k.rowid"
-            " ORDER BY k.rank, m.created_at DESC, m.id DESC"
-        )
-        return await _fetchall(self._reader, sql, (match, limit))
-
-    async def _without_common_terms(self, fts: str, query: str) -> str | None:
-        """The MATCH for `query` without the words found in over half of the user's memories.
-
-        BM25 gives such a word (the user's own name, say) a weight of about zero, yet scoring
-        it means scoring most of the user's memories: at 10,000 memories that is most of a
-        search's time. Counting a word's matches stops at the half-way mark, so it stays cheap.
-        None when no word is that common, or when every word is (then nothing ranks better).
-        """
         terms = query_terms(query)
-        if len(terms) < 2:
-            return None
-        size = self._index_sizes.get(fts)
-        if size is None:
-            row = await _fetchone(self._reader, f"SELECT count(*) FROM {fts}_docsize", ())
-            size = self._index_sizes[fts] = int(row[0])
-        half = size // 2
-        if half < 50:  # a small store: scoring everything is cheap anyway
-            return None
-        quoted = ['"' + term.replace('"', '""') + '"' for term in terms]
-        count = f"(SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {half + 1}))"
-        found = await _fetchone(self._reader, "SELECT " + ", ".join([count] * len(quoted)), quoted)
-        kept = [q for q, n in zip(quoted, found) if int(n) <= half]
-        if not kept or len(kept) == len(terms):
-            return None
-        return " OR ".join(kept)
+        if not terms:
+            return []
+        where, params = filters.sql()
+        fts = fts_table(user_id)
+        check_pending = True
+        while True:
+            # One trip to the reader's thread (three before: queued changes, common words, the
+            # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
+            read = await _in_thread(
+                self._reader, _keyword_read,
+                user_id, terms, columns, limit, where, params, self._index_sizes.get(fts), check_pending,
+            )
+            if not read.pending:
+                break
+            async with self.transaction() as db:
+                await self._apply_pending(db, user_id)
+            check_pending = False  # what was queued is applied; later changes are for later searches
+        if read.index_size is not None:
+            self._index_sizes[fts] = read.index_size
+        return read.rows
 
     async def sync_index(self, user_id: str) -> bool:
         """Apply the user's queued changes to the user's full-text index; False if there is none."""
@@ -481,11 +450,9 @@ class Store:
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
         fts = fts_table(user_id)
-        if fts not in self._fts_tables:
-            if not await _fetchone(self._reader, "SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)):
-                return False
-            self._fts_tables.add(fts)
-        return True
+        return fts in self._index_sizes or bool(
+            await _fetchone(self._reader, "SELECT 1 FROM sqlite_master WHERE name = ?", (fts,))
+        )
 
     async def _apply_pending(self, db: aiosqlite.Connection, user_id: str) -> None:
         pending = await _fetchall(
@@ -716,6 +683,75 @@ async def _fetchone(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -
 
 async def _fetchall(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
     return list(await db.execute_fetchall(sql, params))
+
+
+T = TypeVar("T")
+
+
+async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(connection, *args)` on the connection's thread, in one trip: for work of several
+    statements. aiosqlite has no public way to do this; `_execute` is how its own methods do it
+    (pinned: aiosqlite < 0.23 in pyproject.toml)."""
+    return await db._execute(fn, db._conn, *args)
+
+
+@dataclass
+class _KeywordRead:
+    rows: list[sqlite3.Row] = field(default_factory=list)
+    pending: bool = False  # the user's index has queued changes: apply them, then read again
+    index_size: int | None = None  # rows in the user's index; None when the user has none
+
+
+def _keyword_read(
+    db: sqlite3.Connection, user_id: str, terms: list[str], columns: str, limit: int,
+    where: str, params: list[Any], index_size: int | None, check_pending: bool,
+) -> _KeywordRead:
+    """The user's best `limit` keyword matches for `terms` (FTS5 BM25 over text and topics)."""
+    if check_pending and db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone():
+        return _KeywordRead(pending=True)
+    fts = fts_table(user_id)
+    if index_size is None:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)).fetchone():
+            return _KeywordRead()  # the user has never had a memory
+        index_size = int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0])
+    match = match_without_common_terms(db, fts, terms, index_size) or fts_match(terms)
+    rank = f"bm25({fts}, 1.0, 0.5)"
+    if where:  # a filter is on memories' columns: filter every match, then keep the best
+        sql = (
+            f"SELECT {columns}, {rank} AS rank FROM {fts} JOIN memories m ON m.id = {fts}.rowid"
+            f" WHERE {fts} MATCH ? AND m.user_id = ?{where} ORDER BY rank, m.created_at DESC, m.id DESC LIMIT ?"
+        )
+        rows = db.execute(sql, (match, user_id, *params, limit)).fetchall()
+    else:
+        # The index holds this user's memories only: rank it alone, and join just the best
+        # `limit` rows (joining every match first cost ~25% of a search at 10,000 memories).
+        sql = (
+            f"SELECT {columns}, k.rank FROM (SELECT rowid, {rank} AS rank FROM {fts} WHERE {fts} MATCH ?"
+            f" ORDER BY rank, rowid DESC LIMIT ?) AS k JOIN memories m ON m.id = k.rowid"
+            " ORDER BY k.rank, m.created_at DESC, m.id DESC"
+        )
+        rows = db.execute(sql, (match, limit)).fetchall()
+    return _KeywordRead(rows=rows, index_size=index_size)
+
+
+def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence[str], index_size: int) -> str | None:
+    """The MATCH for `terms` without the words found in over half of the user's memories.
+
+    BM25 gives such a word (the user's own name, say) a weight of about zero, yet scoring
+    it means scoring most of the user's memories: at 10,000 memories that is most of a
+    search's time. Counting a word's matches stops at the half-way mark, so it stays cheap.
+    None when no word is that common, or when every word is (then nothing ranks better).
+    """
+    half = index_size // 2
+    if len(terms) < 2 or half < 50:  # a small store: scoring everything is cheap anyway
+        return None
+    quoted = [fts_match([term]) for term in terms]
+    count = f"(SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {half + 1}))"
+    found = db.execute("SELECT " + ", ".join([count] * len(quoted)), quoted).fetchone()
+    kept = [q for q, n in zip(quoted, found) if int(n) <= half]
+    if not kept or len(kept) == len(terms):
+        return None
+    return " OR ".join(kept)
 
 
 Statement = tuple[str, tuple[Any, ...]]

@@ -10,7 +10,7 @@ import pytest
 
 from memoir.memory.errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from memoir.memory.schema import SCHEMA_VERSION
-from memoir.memory.store import Change, Store, fts_table
+from memoir.memory.store import Change, Store, fts_table, match_without_common_terms
 
 
 @pytest.fixture
@@ -202,8 +202,12 @@ async def test_words_in_most_memories_do_not_decide_or_slow_a_search(store: Stor
     pottery = await store.add("ava", "Ava tried pottery in Lisbon")
     assert await store.sync_index("ava")
     # "ava" is in every memory: BM25 gives it no weight, and it is left out of the match.
-    assert await store._without_common_terms(fts_table("ava"), "ava pottery") == '"pottery"'
-    assert await store._without_common_terms(fts_table("ava"), "pottery lisbon") is None
-    assert await store._without_common_terms(fts_table("ava"), "ava market") is None  # all common: keep all
+    with sqlite3.connect(store.path) as db:
+        def pruned(*terms: str) -> str | None:
+            return match_without_common_terms(db, fts_table("ava"), terms, 201)
+
+        assert pruned("ava", "pottery") == '"pottery"'
+        assert pruned("pottery", "lisbon") is None
+        assert pruned("ava", "market") is None  # all common: keep all
     found = await store.keyword("ava", "Did Ava try pottery?", limit=5)
     assert [m.memory_id for m in found] == [pottery.memory_id]
