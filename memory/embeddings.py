@@ -22,7 +22,7 @@ called), load 0.3 s (including both hash checks and the rewrite), ~1,400 short t
 Importing this module is cheap: ``onnxruntime``, ``tokenizers`` and ``onnx`` are imported inside
 :func:`load_embedder`. An :class:`Embedder` is safe to share between threads (the server calls
 :meth:`Embedder.embed` from a worker thread); calls are serialised by a lock, and onnxruntime
-itself is limited to ``MEMOIR_EMBEDDING_THREADS`` intra-op threads (default 2).
+itself is limited to ``MEMOIR_EMBEDDING_THREADS`` intra-op threads (default: :func:`default_threads`).
 
 Search over stored vectors: :func:`cosine_top_k` (numpy brute force over a per-user float32
 matrix). Its first call limits numpy's BLAS to ``MEMOIR_BLAS_THREADS`` threads (default 1) for
@@ -128,6 +128,18 @@ def _verify(path: Path, expected: str, what: str) -> None:
         )
 
 
+def default_threads(cores: int | None = None) -> int:
+    """onnxruntime's intra-op threads: 1 on a machine of 1 or 2 cores, else 2.
+
+    Its threads spin for a while after each run. On 2 cores a second thread cost ~3.7 ms of CPU
+    per query (against ~1 ms with one) and starved the threads a search runs beside the model
+    (SQLite's, the event loop's, the client's): hybrid's p95 over stdio went from 9.5-11 ms to
+    6-7.5 ms with one thread, for ~0.15 ms more per query embedding.
+    """
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return 1 if cores <= 2 else 2
+
+
 def _default_model_path() -> Path:
     override = os.environ.get("MEMOIR_EMBEDDING_MODEL_PATH")
     if override:
@@ -166,9 +178,7 @@ class MiniLMEmbedder:
         _verify(tokenizer_path, TOKENIZER_SHA256, "tokenizer")
 
         if threads is None:
-            threads = int(os.environ.get("MEMOIR_EMBEDDING_THREADS", "0") or 0) or min(
-                2, os.cpu_count() or 1
-            )
+            threads = int(os.environ.get("MEMOIR_EMBEDDING_THREADS", "0") or 0) or default_threads()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

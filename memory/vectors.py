@@ -146,8 +146,15 @@ class VectorIndex:
     ) -> tuple[list[tuple[str, float]], UserVectors]:
         """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first, and
         the user's vectors (for the timeline position and the questions among the memories)."""
-        query_vector = (await self.embed([query]))[0]
-        vectors = await self.user_vectors(user_id)
+        # The model runs in its own thread while the user's vectors are checked on SQLite's
+        # (that check queues behind hybrid's keyword query, which would otherwise delay the model).
+        embedding = asyncio.ensure_future(self.embed([query]))
+        try:
+            vectors = await self.user_vectors(user_id)
+        except BaseException:
+            embedding.cancel()
+            raise
+        query_vector = (await embedding)[0]
         if vectors.live == 0:
             return [], vectors
         scores = vectors.matrix[: vectors.size] @ query_vector

@@ -125,3 +125,8 @@ def test_hashing_embedder_is_deterministic() -> None:
     a, b = h.embed(["likes green tea", "likes green tea"])
     np.testing.assert_array_equal(a, b)
     assert abs(np.linalg.norm(a) - 1) < 1e-5
+
+
+def test_one_model_thread_on_two_cores() -> None:
+    # A second spinning onnxruntime thread starves SQLite, the event loop and the client there.
+    assert [E.default_threads(n) for n in (1, 2, 3, 16)] == [1, 1, 2, 2]
