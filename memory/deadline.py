@@ -36,15 +36,19 @@ async def bounded(seconds: float | None) -> AsyncIterator[None]:
         raise CallTimedOut(seconds) from None
 
 
-async def commit_point() -> None:
-    """Called by the store right before COMMIT, inside its transaction."""
+async def commit_point() -> float | None:
+    """Called by the store right before COMMIT, inside its transaction (or right before a write
+    of one trip that begins and commits). Returns the seconds that were left (None: no limit),
+    for a wait the store can still bound itself, such as SQLite's for another writer's lock."""
     timeout = _current.get()
     if timeout is None:
-        return
+        return None
     if timeout.expired():
         # The cancellation is already on its way; take it here, where the transaction rolls back.
         await asyncio.sleep(0)
     when = timeout.when()
-    if when is not None and when <= asyncio.get_running_loop().time():
+    left = None if when is None else when - asyncio.get_running_loop().time()
+    if left is not None and left <= 0:
         raise TimeoutError  # due, though the loop has not fired it yet: stop here all the same
     timeout.reschedule(None)
+    return left

@@ -97,8 +97,12 @@ class Filters:
 class Store:
     """Memories of many users in one SQLite file; every method is scoped to one user."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
         self._writer = writer
+        self._busy_timeout_ms = busy_timeout_ms
         self._reader = reader
         self._write_lock = asyncio.Lock()
         # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
@@ -133,7 +137,7 @@ class Store:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader, path, limits or Limits())
+        return cls(writer, reader, path, limits or Limits(), busy_timeout_ms)
 
     async def close(self) -> None:
         async with self._write_lock:
@@ -184,27 +188,31 @@ class Store:
         self._listeners.append(listener)
 
     async def _write_at_once(self, statements: list[Statement], changes: list[Changed]) -> None:
-        """A transaction of statements that need nothing read first: BEGIN as in `transaction()`,
-        then the statements and COMMIT in one trip to the writer's thread.
+        """A transaction of statements that need nothing read first, in one trip to the writer's
+        thread: BEGIN, the statements, COMMIT (awaiting each statement made an add four trips).
 
-        Awaiting each statement made an add four trips (0.34 ms); this is two (0.17 ms).
+        The call's time limit is taken before the trip, as `transaction()` takes it before
+        COMMIT; SQLite's wait for another process's write lock is then bounded by the time that
+        was left, and running out of it is a timeout with nothing written.
         """
         async with self._write_lock:
-            db = await self._begin()
+            left = await commit_point()
+            busy_ms = None if left is None else max(1, min(self._busy_timeout_ms, int(left * 1000)))
+            trip = asyncio.ensure_future(
+                _in_thread(self._writer, _begin_and_commit, statements, busy_ms, self._busy_timeout_ms)
+            )
             try:
-                await commit_point()  # the time limit stops here, before anything is written, or not at all
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            trip = asyncio.ensure_future(_in_thread(db, _commit_statements, statements))
-            try:
-                await asyncio.shield(trip)
+                written = await asyncio.shield(trip)
             except asyncio.CancelledError:
                 # Queued statements run whatever happens to this call: the listeners must still hear of them.
                 trip.add_done_callback(
-                    lambda done: None if done.cancelled() or done.exception() else asyncio.ensure_future(self._notify(changes))
+                    lambda done: None
+                    if done.cancelled() or done.exception() or not done.result()
+                    else asyncio.ensure_future(self._notify(changes))
                 )
                 raise
+        if not written:
+            raise TimeoutError  # memory/deadline.py's `bounded` makes it the call's timeout
         await self._notify(changes)
 
     async def _notify(self, changes: list[Changed]) -> None:
@@ -757,8 +765,22 @@ def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def _commit_statements(db: sqlite3.Connection, statements: list[Statement]) -> None:
-    """`statements`, then COMMIT, in the transaction open on `db`; rolled back on any error."""
+def _begin_and_commit(
+    db: sqlite3.Connection, statements: list[Statement], busy_ms: int | None, usual_busy_ms: int
+) -> bool:
+    """BEGIN, `statements`, COMMIT; rolled back on any error. False, with nothing written, when
+    another connection held the write lock for longer than `busy_ms` (None: the usual wait)."""
+    if busy_ms is not None:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    finally:
+        if busy_ms is not None:
+            db.execute(f"PRAGMA busy_timeout = {int(usual_busy_ms)}")
     try:
         for sql, params in statements:
             db.execute(sql, params)
@@ -766,6 +788,7 @@ def _commit_statements(db: sqlite3.Connection, statements: list[Statement]) -> N
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+    return True
 
 
 def _new_memory(user_id: str, text: str, topics: list[str], input: str | None, agent_id: str | None) -> Memory:

@@ -129,6 +129,8 @@ async def test_an_add_waiting_for_another_process_times_out_and_changes_nothing(
             other.close()
         assert "timeout" in text and "nothing was changed" in text
         assert await snapshot(app) == before
+        # The wait was shortened for that call only: SQLite's usual busy timeout is back.
+        assert (await app.store._writer.execute_fetchall("PRAGMA busy_timeout"))[0][0] == 10_000
         await call(client, "add_memory", memory="Ava likes tea")
         assert await app.store.count() == 2
 
