@@ -218,8 +218,8 @@ class MiniLMEmbedder:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings, not a string")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        with self._lock:
-            for i, text in enumerate(texts):
+        for i, text in enumerate(texts):
+            with self._lock:  # per text: a search's query need not wait for a whole group of writes
                 out[i] = self._run(text if text.strip() else " ")
         return out
 
