@@ -255,6 +255,13 @@ async def run_setting(embeddings: str, sizes: list[int], tmp: Path, args: argpar
                 adds["conc"][0] += block
                 adds["conc"][1] += block / conc
             current = size
+            if embeddings == "on":
+                # The server embeds what was written in the background; a semantic search waits
+                # for that (vectors.settled). Waiting here measures every method on a server at
+                # rest, not keyword searches racing the tail of a bulk load.
+                t_settle = time.perf_counter()
+                await client.call_tool("search_memories", {"user_id": USER, "query": "settle", "retrieval_method": "semantic"})
+                log(f"  [{embeddings}] the server finished embedding the writes {time.perf_counter() - t_settle:.2f} s after the last add")
             log(f"  [{embeddings}] searching at {size}: stdio")
             stdio = {m: await search_latency(client, m, qs) for m in methods}
             rss, hwm = rss_mb(pid)
