@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 
 import memoir
-from memoir.server.cli import main
+from memoir.server.cli import main, run_loop
 from tests.servers import MEMOIR, clean_env, stdio_params
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("memoir")
@@ -220,3 +220,12 @@ def test_semantic_search_from_the_command_line(tmp_path: Path) -> None:
     assert [r["memory_id"] for r in found["results"]] == [early["memory_id"]]
     refused = run("search", "cook", "--method", "agentic", "--db", db)
     assert_one_line_error(refused.returncode, refused.stdout, refused.stderr, "ANTHROPIC_API_KEY")
+
+
+def test_the_cli_runs_its_event_loop_on_uvloop_where_it_is_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def on_uvloop() -> int:
+        return int(isinstance(asyncio.get_running_loop(), uvloop.Loop))
+
+    assert run_loop(on_uvloop()) == 1
