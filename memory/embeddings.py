@@ -26,8 +26,8 @@ itself is limited to ``MEMOIR_EMBEDDING_THREADS`` intra-op threads (default: :fu
 
 Search over stored vectors: :func:`cosine_top_k` (numpy brute force over a per-user float32
 matrix). Its first call limits numpy's BLAS to ``MEMOIR_BLAS_THREADS`` threads (default 1) for
-the whole process, because spinning BLAS threads starve onnxruntime on a 2-core machine; with
-that, query embedding + cosine + top-100 + fusion is ~3 ms p50 at 10k memories, ~7.5 ms at 100k.
+the whole process, because spinning BLAS threads starve onnxruntime on a 2-core machine (the
+same reason onnxruntime gets one thread there: :func:`default_threads`).
 float16 storage is not worth it (numpy has no float16 BLAS: 20x slower); 100k x 384 float32 is
 150 MB.
 

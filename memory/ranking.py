@@ -83,10 +83,10 @@ Targets of issue 3: frac@10 over categories 1-5 >= 72 is met (79.8 through the t
 >= 75 on categories 1-4 is met with the question signal (75.7 through the tools) and only
 with it (72.6 without): on stores of stated facts the general recipe is what applies.
 
-Cost: fusion of 2 x 100 candidates takes ~0.3 ms in Python; query embedding ~0.7 ms; cosine
+Cost: fusion of 2 x 100 candidates takes ~0.35 ms in Python; query embedding 0.7-1 ms; cosine
 over 10k float32 vectors ~0.5 ms, 100k ~5 ms (one BLAS thread, see
-:func:`memoir.memory.embeddings.cosine_top_k`). End to end (embed + cosine + top-k + fuse):
-p50 3.1 ms at 10k memories, 7.4 ms at 100k.
+:func:`memoir.memory.embeddings.cosine_top_k`). A whole hybrid search through the tools over
+stdio: p50 4.7-6.7 ms at 10k memories, 11.6-13.1 ms at 100k (bench/scale.py).
 """
 
 from __future__ import annotations
