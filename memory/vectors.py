@@ -3,7 +3,8 @@
 Each user's vectors live in one float32 matrix, in timeline order (created_at, id), loaded on
 the first semantic search for that user and kept in step with writes afterwards: the store
 tells the index what every committed transaction changed; new texts are embedded in a group
-(one trip to a worker thread, one transaction to save them), new memories are appended, changed ones replaced, deleted ones masked out.
+(one trip to a worker thread, one transaction to save them), new memories are appended,
+changed ones replaced, deleted ones masked out.
 
 Vectors carry the name of the model that made them. A memory whose vector is missing or from
 another model (written with embeddings off, by another process, or before a model change) is
@@ -153,6 +154,7 @@ class VectorIndex:
             vectors = await self.user_vectors(user_id)
         except BaseException:
             embedding.cancel()
+            embedding.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
             raise
         query_vector = (await embedding)[0]
         if vectors.live == 0:
