@@ -225,7 +225,11 @@ def test_semantic_search_from_the_command_line(tmp_path: Path) -> None:
 def test_the_cli_runs_its_event_loop_on_uvloop_where_it_is_installed() -> None:
     uvloop = pytest.importorskip("uvloop")
 
+    import sniffio
+
     async def on_uvloop() -> int:
+        assert sniffio.current_async_library() == "asyncio"
         return int(isinstance(asyncio.get_running_loop(), uvloop.Loop))
 
     assert run_loop(on_uvloop()) == 1
+    assert sniffio.thread_local.name is None  # declared for the loop's lifetime only
