@@ -130,3 +130,15 @@ def test_hashing_embedder_is_deterministic() -> None:
 def test_one_model_thread_on_two_cores() -> None:
     # A second spinning onnxruntime thread starves SQLite, the event loop and the client there.
     assert [E.default_threads(n) for n in (1, 2, 3, 16)] == [1, 1, 2, 2]
+
+
+def test_a_missing_onnx_package_is_refused_with_the_fix() -> None:
+    # A `None` entry in sys.modules makes the import fail, as on a machine without the package.
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "from memoir.memory import embeddings as E\n"
+        "try:\n    E.MiniLMEmbedder()\nexcept E.EmbeddingsUnavailable as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "embedding runtime missing" in out.stdout and "pip install" in out.stdout and "'onnx>=1.16'" in out.stdout
+    assert "MEMOIR_EMBEDDINGS=off" in out.stdout
