@@ -17,6 +17,10 @@ LoCoMo turns). memory.embeddings therefore runs one text at a time.
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["integer_matmuls"]
 
@@ -29,6 +33,7 @@ def integer_matmuls(model: bytes) -> tuple[bytes, int]:
     """
     import onnx  # imported here: only loading the embedding model needs it
 
+    float32 = onnx.TensorProto.FLOAT
     proto = onnx.load_from_string(model)
     graph = proto.graph
     constants = {t.name: t for t in graph.initializer}
@@ -46,7 +51,9 @@ def integer_matmuls(model: bytes) -> tuple[bytes, int]:
         if widen is None or widen.op_type != "Mul" or not only_use(widen.output[0]):
             continue
         cast, scale = producer.get(widen.input[0]), constants.get(widen.input[1])
-        if cast is None or cast.op_type != "Cast" or not only_use(cast.output[0]) or scale is None:
+        if cast is None or cast.op_type != "Cast" or not only_use(cast.output[0]) or _cast_to(cast) != float32:
+            continue
+        if scale is None or scale.data_type != float32:
             continue
         weight = constants.get(cast.input[0])
         if weight is None or weight.data_type != onnx.TensorProto.INT8 or len(weight.dims) != 2:
@@ -68,3 +75,8 @@ def integer_matmuls(model: bytes) -> tuple[bytes, int]:
     if not any(op.domain == "com.microsoft" for op in proto.opset_import):
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return proto.SerializeToString(), len(folded) // 2
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    """The element type a ``Cast`` node casts to (its ``to`` attribute)."""
+    return next((a.i for a in node.attribute if a.name == "to"), None)

@@ -15,12 +15,14 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from memoir.memory.onnx_int8 import integer_matmuls  # noqa: E402
 
 
-def widened_matmul_model(weight: np.ndarray, scale: np.ndarray, *, reuse_weight: bool = False) -> bytes:
+def widened_matmul_model(
+    weight: np.ndarray, scale: np.ndarray, *, reuse_weight: bool = False, cast_to: int = TensorProto.FLOAT
+) -> bytes:
     """y = x @ (float(weight) * scale), written as the shipped model writes it; with
     `reuse_weight`, the widened weight also feeds a second output, so it must stay a float."""
     k, n = weight.shape
     nodes = [
-        helper.make_node("Cast", ["w_q"], ["w_f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Cast", ["w_q"], ["w_f"], to=cast_to, name="cast"),
         helper.make_node("Mul", ["w_f", "w_scale"], ["w"], name="widen"),
         helper.make_node("MatMul", ["x", "w"], ["y"], name="product"),
     ]
@@ -71,6 +73,13 @@ def test_a_widened_weight_read_elsewhere_is_left_alone(weights) -> None:
     assert count == 0
     assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node] == ["Cast", "Mul", "MatMul", "Identity"]
     np.testing.assert_array_equal(run(rewritten, x), run(model, x))
+
+
+def test_a_weight_widened_to_another_type_is_left_alone(weights) -> None:
+    weight, scale, _ = weights
+    rewritten, count = integer_matmuls(widened_matmul_model(weight, scale, cast_to=TensorProto.FLOAT16))
+    assert count == 0
+    assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node] == ["Cast", "Mul", "MatMul"]
 
 
 def test_the_shipped_model_keeps_its_meaning() -> None:
