@@ -197,7 +197,8 @@ class Store:
         """
         async with self._write_lock:
             left = await commit_point()
-            busy_ms = None if left is None else max(1, min(self._busy_timeout_ms, int(left * 1000)))
+            # Shorten SQLite's wait for another writer only when less time is left than it would wait.
+            busy_ms = None if left is None or left * 1000 >= self._busy_timeout_ms else max(1, int(left * 1000))
             trip = asyncio.ensure_future(
                 _in_thread(self._writer, _begin_and_commit, statements, busy_ms, self._busy_timeout_ms)
             )
