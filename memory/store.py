@@ -108,8 +108,9 @@ class Store:
         # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
         self._changes: list[Changed] = []
         self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
-        # Rows per user's full-text index (so: the indexes known to exist), forgotten when one changes.
-        self._index_sizes: dict[str, int] = {}
+        # What keyword searches learned about each user's full-text index (so: the indexes known
+        # to exist), valid while no other connection has committed (PRAGMA data_version).
+        self._index_stats: dict[str, _IndexStats] = {}
         self._background: set[asyncio.Future[Any]] = set()  # ROLLBACKs queued behind an abandoned BEGIN
         self.path = path
         self.limits = limits
@@ -325,7 +326,6 @@ class Store:
             # The words of the user's memories live in their index too: drop it all.
             await db.execute("DELETE FROM fts_pending WHERE user_id = ?", (user_id,))
             await db.execute(f"DROP TABLE IF EXISTS {fts_table(user_id)}")
-            self._index_sizes.pop(fts_table(user_id), None)
             return deleted
 
     async def undo(self, event_id: int, *, user_id: str | None = None, change: Change | None = None) -> HistoryEvent:
@@ -442,15 +442,17 @@ class Store:
             # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
             read = await _in_thread(
                 self._reader, _keyword_read,
-                user_id, terms, columns, limit, where, params, self._index_sizes.get(fts), check_pending,
+                user_id, terms, columns, limit, where, params, self._index_stats.get(fts), check_pending,
             )
             if not read.pending:
                 break
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
             check_pending = False  # what was queued is applied; later changes are for later searches
-        if read.index_size is not None:
-            self._index_sizes[fts] = read.index_size
+        if read.stats is None:
+            self._index_stats.pop(fts, None)
+        else:
+            self._index_stats[fts] = read.stats
         return read.rows
 
     async def sync_index(self, user_id: str) -> bool:
@@ -459,7 +461,7 @@ class Store:
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
         fts = fts_table(user_id)
-        return fts in self._index_sizes or bool(
+        return fts in self._index_stats or bool(
             await _fetchone(self._reader, "SELECT 1 FROM sqlite_master WHERE name = ?", (fts,))
         )
 
@@ -470,7 +472,6 @@ class Store:
         if not pending:
             return
         fts = fts_table(user_id)
-        self._index_sizes.pop(fts, None)
         await db.execute(
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5 (memory, topics, tokenize = 'porter unicode61')"
         )
@@ -705,25 +706,38 @@ async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any)
 
 
 @dataclass
+class _IndexStats:
+    """What a keyword search learned about a user's full-text index, at one state of the database:
+    the reader's `PRAGMA data_version` (it moves when any other connection, this store's writer
+    included, commits) and its own `total_changes` (for an in-memory store, read where written)."""
+
+    version: tuple[int, int]
+    size: int  # rows in the index
+    matches: dict[str, int] = field(default_factory=dict)  # per word, counted up to half the size + 1
+
+
+@dataclass
 class _KeywordRead:
     rows: list[sqlite3.Row] = field(default_factory=list)
     pending: bool = False  # the user's index has queued changes: apply them, then read again
-    index_size: int | None = None  # rows in the user's index; None when the user has none
+    stats: _IndexStats | None = None  # None when the user has no index
 
 
 def _keyword_read(
     db: sqlite3.Connection, user_id: str, terms: list[str], columns: str, limit: int,
-    where: str, params: list[Any], index_size: int | None, check_pending: bool,
+    where: str, params: list[Any], stats: _IndexStats | None, check_pending: bool,
 ) -> _KeywordRead:
     """The user's best `limit` keyword matches for `terms` (FTS5 BM25 over text and topics)."""
-    if check_pending and db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone():
-        return _KeywordRead(pending=True)
+    version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
     fts = fts_table(user_id)
-    if index_size is None:
+    if stats is None or stats.version != version:
+        # Nothing was committed since `stats` was taken with no changes queued: no need to look.
+        if check_pending and db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone():
+            return _KeywordRead(pending=True)
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)).fetchone():
             return _KeywordRead()  # the user has never had a memory
-        index_size = int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0])
-    match = match_without_common_terms(db, fts, terms, index_size) or fts_match(terms)
+        stats = _IndexStats(version, int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0]))
+    match = match_without_common_terms(db, fts, terms, stats) or fts_match(terms)
     rank = f"bm25({fts}, 1.0, 0.5)"
     if where:  # a filter is on memories' columns: filter every match, then keep the best
         sql = (
@@ -740,27 +754,30 @@ def _keyword_read(
             " ORDER BY k.rank, m.created_at DESC, m.id DESC"
         )
         rows = db.execute(sql, (match, limit)).fetchall()
-    return _KeywordRead(rows=rows, index_size=index_size)
+    return _KeywordRead(rows=rows, stats=stats)
 
 
-def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence[str], index_size: int) -> str | None:
+def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence[str], stats: _IndexStats) -> str | None:
     """The MATCH for `terms` without the words found in over half of the user's memories.
 
     BM25 gives such a word (the user's own name, say) a weight of about zero, yet scoring
     it means scoring most of the user's memories: at 10,000 memories that is most of a
-    search's time. Counting a word's matches stops at the half-way mark, so it stays cheap.
+    search's time. Counting a word's matches stops at the half-way mark, and each word is
+    counted once while the database is unchanged (`stats`), so it stays cheap.
     None when no word is that common, or when every word is (then nothing ranks better).
     """
-    half = index_size // 2
+    half = stats.size // 2
     if len(terms) < 2 or half < 50:  # a small store: scoring everything is cheap anyway
         return None
-    quoted = [fts_match([term]) for term in terms]
-    count = f"(SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {half + 1}))"
-    found = db.execute("SELECT " + ", ".join([count] * len(quoted)), quoted).fetchone()
-    kept = [q for q, n in zip(quoted, found) if int(n) <= half]
+    uncounted = [term for term in terms if term not in stats.matches]
+    if uncounted:
+        count = f"(SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {half + 1}))"
+        found = db.execute("SELECT " + ", ".join([count] * len(uncounted)), [fts_match([t]) for t in uncounted]).fetchone()
+        stats.matches.update(zip(uncounted, map(int, found)))
+    kept = [term for term in terms if stats.matches[term] <= half]
     if not kept or len(kept) == len(terms):
         return None
-    return " OR ".join(kept)
+    return fts_match(kept)
 
 
 Statement = tuple[str, tuple[Any, ...]]

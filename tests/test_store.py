@@ -10,7 +10,7 @@ import pytest
 
 from memoir.memory.errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
 from memoir.memory.schema import SCHEMA_VERSION
-from memoir.memory.store import Change, Store, fts_table, match_without_common_terms
+from memoir.memory.store import Change, Store, _IndexStats, fts_table, match_without_common_terms
 
 
 @pytest.fixture
@@ -204,10 +204,32 @@ async def test_words_in_most_memories_do_not_decide_or_slow_a_search(store: Stor
     # "ava" is in every memory: BM25 gives it no weight, and it is left out of the match.
     with sqlite3.connect(store.path) as db:
         def pruned(*terms: str) -> str | None:
-            return match_without_common_terms(db, fts_table("ava"), terms, 201)
+            return match_without_common_terms(db, fts_table("ava"), terms, _IndexStats((0, 0), 201))
 
         assert pruned("ava", "pottery") == '"pottery"'
         assert pruned("pottery", "lisbon") is None
         assert pruned("ava", "market") is None  # all common: keep all
     found = await store.keyword("ava", "Did Ava try pottery?", limit=5)
     assert [m.memory_id for m in found] == [pottery.memory_id]
+
+
+async def test_what_a_search_learned_about_an_index_is_forgotten_when_another_process_changes_it(
+    store: Store, db_path: Path
+) -> None:
+    """The index's size and word counts are kept between searches only while nothing else commits."""
+    from memoir.memory.store import Edit
+
+    await store.add("ava", "Ava tried pottery in Lisbon")
+    assert await store.keyword("ava", "Did Ava try pottery?", limit=5)
+    assert store._index_stats[fts_table("ava")].size == 1
+    other = await Store.open(db_path)  # another process: it also applies the queue to the index itself
+    try:
+        await other.apply("ava", [Edit("add", memory=f"Ava went to market number {i}") for i in range(200)])
+        assert len(await other.keyword("ava", "market", limit=300)) == 200
+    finally:
+        await other.close()
+    # No queued changes are left for this store to see; the index grew all the same.
+    found = await store.keyword("ava", "Did Ava try pottery?", limit=5)
+    assert found[0].memory == "Ava tried pottery in Lisbon"
+    stats = store._index_stats[fts_table("ava")]
+    assert stats.size == 201 and stats.matches == {"ava": 101, "try": 0, "pottery": 1}  # "ava" stops at half + 1: left out
