@@ -436,34 +436,32 @@ class Store:
             return []
         where, params = filters.sql()
         fts = fts_table(user_id)
-        check_pending = True
-        while True:
+
+        async def read(check_pending: bool) -> _KeywordRead:
             # One trip to the reader's thread (three before: queued changes, common words, the
             # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
-            read = await _in_thread(
+            return await _in_thread(
                 self._reader, _keyword_read,
-                user_id, terms, columns, limit, where, params, self._index_stats.get(fts), check_pending,
+                user_id, fts, terms, columns, limit, where, params, self._index_stats.get(fts), check_pending,
             )
-            if not read.pending:
-                break
+
+        found = await read(check_pending=True)
+        if found.pending:
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
-            check_pending = False  # what was queued is applied; later changes are for later searches
-        if read.stats is None:
+            found = await read(check_pending=False)  # later changes are for later searches
+        if found.stats is None:
             self._index_stats.pop(fts, None)
         else:
-            self._index_stats[fts] = read.stats
-        return read.rows
+            self._index_stats[fts] = found.stats
+        return found.rows
 
     async def sync_index(self, user_id: str) -> bool:
         """Apply the user's queued changes to the user's full-text index; False if there is none."""
-        if await _fetchone(self._reader, "SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)):
+        if await _in_thread(self._reader, _has_pending, user_id):
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
-        fts = fts_table(user_id)
-        return fts in self._index_stats or bool(
-            await _fetchone(self._reader, "SELECT 1 FROM sqlite_master WHERE name = ?", (fts,))
-        )
+        return await _in_thread(self._reader, _index_exists, fts_table(user_id))
 
     async def _apply_pending(self, db: aiosqlite.Connection, user_id: str) -> None:
         pending = await _fetchall(
@@ -723,18 +721,27 @@ class _KeywordRead:
     stats: _IndexStats | None = None  # None when the user has no index
 
 
+def _has_pending(db: sqlite3.Connection, user_id: str) -> bool:
+    """Whether changes to the user's memories wait to be applied to the user's index."""
+    return db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is not None
+
+
+def _index_exists(db: sqlite3.Connection, fts: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)).fetchone() is not None
+
+
 def _keyword_read(
-    db: sqlite3.Connection, user_id: str, terms: list[str], columns: str, limit: int,
+    db: sqlite3.Connection, user_id: str, fts: str, terms: list[str], columns: str, limit: int,
     where: str, params: list[Any], stats: _IndexStats | None, check_pending: bool,
 ) -> _KeywordRead:
-    """The user's best `limit` keyword matches for `terms` (FTS5 BM25 over text and topics)."""
+    """The user's best `limit` keyword matches for `terms` in `fts`, the user's index (FTS5 BM25
+    over text and topics)."""
     version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
-    fts = fts_table(user_id)
     if stats is None or stats.version != version:
         # Nothing was committed since `stats` was taken with no changes queued: no need to look.
-        if check_pending and db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone():
+        if check_pending and _has_pending(db, user_id):
             return _KeywordRead(pending=True)
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)).fetchone():
+        if not _index_exists(db, fts):
             return _KeywordRead()  # the user has never had a memory
         stats = _IndexStats(version, int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0]))
     match = match_without_common_terms(db, fts, terms, stats) or fts_match(terms)
