@@ -161,10 +161,11 @@ class VectorIndex:
             return [], vectors
         scores = vectors.matrix[: vectors.size] @ query_vector
         allowed = vectors.alive[: vectors.size]
-        if filters != Filters():
+        filtered = filters != Filters()
+        if filtered:
             permitted = set(await self.store.filtered_ids(user_id, filters))
             allowed = allowed & np.fromiter((m in permitted for m in vectors.memory_ids), bool, vectors.size)
-        if vectors.live < vectors.size or filters != Filters():
+        if filtered or vectors.live < vectors.size:
             scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
         if k == 0:
