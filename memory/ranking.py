@@ -49,13 +49,14 @@ stored as "[date] speaker: text", 383 questions in categories 1-4, 495 with cate
     ======================================  =====  =====  ======  =====  ==========  ==========
 
 In the product, words found in over half of a user's memories are left out of the keyword
-match (memory/store.py), which costs about half a point: hybrid hit@5 through the MCP tools
-(bench/retrieval.py) is 75.7 with the question signal, 72.6 without.
+match (memory/store.py), which costs about a point: hybrid hit@5 through the MCP tools
+(bench/retrieval.py) is 75.5 with the question signal, 71.3 without (75.7 and 72.6 when the
+model's int8 weights were widened to float; see memory/onnx_int8.py).
 
-Before the question signal, per category the recipe's hit@5 was at or above keyword's everywhere (1: 58.1 vs 51.4, 2: 85.6
-vs 84.4, 3: 42.1 vs 26.3, 4: 76.0 vs 58.5, 5: 77.7 vs 62.5) and per conversation (conv-26
-70.7 vs 58.0, conv-30 72.8 vs 65.4, conv-41 75.7 vs 63.2); hit@1 is 1.9 points lower (39.9 vs
-41.8): the semantic side sometimes lifts a near-miss over the exact keyword hit.
+Before the question signal, per category the recipe's hit@5 was at or above keyword's
+everywhere (1: 58.1 vs 51.4, 2: 85.6 vs 84.4, 3: 42.1 vs 26.3, 4: 76.0 vs 58.5, 5: 77.7 vs
+62.5) and per conversation (conv-26 70.7 vs 58.0, conv-30 72.8 vs 65.4, conv-41 75.7 vs 63.2);
+hit@1 is 1.9 points lower (39.9 vs 41.8): the semantic side sometimes lifts a near-miss over the exact keyword hit.
 
 What is embedded: stripping a leading "[date]" (:func:`~memoir.memory.embeddings.embedding_text`)
 costs the semantic-only ranking 3 points of hit@5 (the date helps "when" questions) but gains
@@ -73,20 +74,20 @@ second query); other stop-word lists and prefix ``*`` (+-1). Weights were swept 
 grid (semantic 0.3-1.5, neighbour 0.1-1.0, window 1-2); the surface is flat around the chosen
 round values (hit@5 70-73), so they are not a knife-edge fit to this set.
 
-Also tried in the search that found the question signal (a research copy of bench/locomo_research.py; numbers in the issue
-notes), all within +-1 point of hit@5: neighbours on one side only, neighbour share from one
+Also tried in the search that found the question signal (a research copy of
+bench/locomo_research.py; numbers in the issue notes), all within +-1 point of hit@5: neighbours on one side only, neighbour share from one
 list, sum instead of max, date in a column of its own, query-dependent semantic weight, higher
 common-word thresholds. Embedding each memory with its predecessor as a second vector gained
 +0.5 to +1.1 hit@5 and +1.5 to +2 frac@10, for twice the embedding work: not kept.
 
-Targets of issue 3: frac@10 over categories 1-5 >= 72 is met (79.8 through the tools); hit@5
->= 75 on categories 1-4 is met with the question signal (75.7 through the tools) and only
-with it (72.6 without): on stores of stated facts the general recipe is what applies.
+Targets of issue 3: frac@10 over categories 1-5 >= 72 is met (79.5 through the tools); hit@5
+>= 75 on categories 1-4 is met with the question signal (75.5 through the tools) and only
+with it (71.3 without): on stores of stated facts the general recipe is what applies.
 
 Cost: fusion of 2 x 100 candidates takes ~0.35 ms in Python; query embedding 0.7-1 ms; cosine
 over 10k float32 vectors ~0.5 ms, 100k ~5 ms (one BLAS thread, see
 :func:`memoir.memory.embeddings.cosine_top_k`). A whole hybrid search through the tools over
-stdio: p50 4.7-6.7 ms at 10k memories, 11.6-13.1 ms at 100k (bench/scale.py).
+stdio: p50 5.3-5.6 ms at 10k memories, ~12 ms at 100k (bench/scale.py).
 """
 
 from __future__ import annotations
