@@ -159,12 +159,25 @@ class Store:
                 self._changes = []
                 await db.execute("ROLLBACK")
                 raise
-            else:
-                await db.execute("COMMIT")
             changes, self._changes = self._changes, []
+            await self._commit(db, changes)
         # Outside the lock: a listener may write in a transaction of its own.
         if changes:
             await self._notify(changes)
+
+    async def _commit(self, db: aiosqlite.Connection, changes: list[Changed]) -> None:
+        """COMMIT the open transaction; the listeners hear of it even if this call is stopped meanwhile."""
+        commit = asyncio.ensure_future(db.execute("COMMIT"))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # A COMMIT already handed to the connection's thread runs whatever happens to this call.
+            self._notify_when_written(commit, changes)
+            raise
+        except BaseException:
+            if db.in_transaction:  # a COMMIT that failed (e.g. busy) leaves the transaction open
+                await db.execute("ROLLBACK")
+            raise
 
     async def _begin(self) -> aiosqlite.Connection:
         db = self._writer
@@ -207,15 +220,24 @@ class Store:
                 written = await asyncio.shield(trip)
             except asyncio.CancelledError:
                 # Queued statements run whatever happens to this call: the listeners must still hear of them.
-                trip.add_done_callback(
-                    lambda done: None
-                    if done.cancelled() or done.exception() or not done.result()
-                    else asyncio.ensure_future(self._notify(changes))
-                )
+                self._notify_when_written(trip, changes)
                 raise
         if not written:
             raise TimeoutError  # memory/deadline.py's `bounded` makes it the call's timeout
         await self._notify(changes)
+
+    def _notify_when_written(self, trip: asyncio.Future[Any], changes: list[Changed]) -> None:
+        """Tell the listeners of `changes` once `trip` (a COMMIT, or `_begin_and_commit`) has
+        written them; for a call stopped while its transaction was being committed."""
+
+        def done(trip: asyncio.Future[Any]) -> None:
+            if trip.cancelled() or trip.exception() is not None or trip.result() is False:
+                return  # nothing was written
+            notified = asyncio.ensure_future(self._notify(changes))
+            self._background.add(notified)
+            notified.add_done_callback(self._settle_background)
+
+        trip.add_done_callback(done)
 
     async def _notify(self, changes: list[Changed]) -> None:
         for listener in self._listeners:
@@ -449,8 +471,13 @@ class Store:
         if found.pending:
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
-            found = await read(check_pending=False)  # later changes are for later searches
-        if found.stats is None:
+            # Later changes are for later searches: this read does not look for them, so what it
+            # learns is not kept. Kept, it would vouch for a state whose queued changes nobody
+            # checked, and later searches at that state would skip them (an acknowledged add,
+            # committed between the apply and this read, stayed unfound until the next write).
+            found = await read(check_pending=False)
+            self._index_stats.pop(fts, None)
+        elif found.stats is None:
             self._index_stats.pop(fts, None)
         else:
             self._index_stats[fts] = found.stats

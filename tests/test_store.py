@@ -220,6 +220,7 @@ async def test_what_a_search_learned_about_an_index_is_forgotten_when_another_pr
     from memoir.memory.store import Edit
 
     await store.add("ava", "Ava tried pottery in Lisbon")
+    assert await store.keyword("ava", "Did Ava try pottery?", limit=5)  # applies the queue: learns nothing
     assert await store.keyword("ava", "Did Ava try pottery?", limit=5)
     assert store._index_stats[fts_table("ava")].size == 1
     other = await Store.open(db_path)  # another process: it also applies the queue to the index itself
