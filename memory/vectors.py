@@ -11,6 +11,13 @@ another model (written with embeddings off, by another process, or before a mode
 embedded again when its user's matrix is loaded - never compared across models. Another
 process writing to the same database is noticed through `PRAGMA data_version`, and the
 matrices are then reloaded.
+
+A matrix is kept only if it is known to be in step. Loading one reads the user's rows, then
+may embed for a while; writes committed meanwhile are applied by the background task to no
+matrix (none is loaded yet), so the task records them for the load (`_Loading`), which
+replays them onto what it read. A load that cannot be brought in step that way (a restored
+memory, a failed embedding, another process's write noticed meanwhile) still answers its own
+search, which began before those writes, but is not kept: the next search loads again.
 """
 
 from __future__ import annotations
@@ -103,6 +110,27 @@ class UserVectors:
         return self.rows
 
 
+@dataclass
+class _Loading:
+    """A user's matrix being loaded: what the background task applied to the user meanwhile."""
+
+    generation: int  # VectorIndex._generation when the load began
+    changes: list[tuple[Changed, np.ndarray | None]] = field(default_factory=list)
+    in_step: bool = True  # False: a change could not be recorded; the load must not be kept
+
+
+def _keep_in_step(vectors: UserVectors, change: Changed, vector: np.ndarray | None) -> bool:
+    """Apply one committed change to a user's loaded vectors; False when only a reload can
+    (a restored memory goes back to its old place in the timeline)."""
+    if change.text is None:
+        vectors.remove(change.memory_id)
+    elif change.appended:
+        vectors.append(change.memory_id, vector, is_question(change.text))  # type: ignore[arg-type]
+    elif not vectors.replace(change.memory_id, vector, is_question(change.text)):  # type: ignore[arg-type]
+        return False
+    return True
+
+
 class VectorIndex:
     """Embeds memories on write and answers nearest-neighbour queries per user."""
 
@@ -113,7 +141,9 @@ class VectorIndex:
         self._embedder_lock = asyncio.Lock()
         self._users: dict[str, UserVectors] = {}
         self._user_locks: dict[str, asyncio.Lock] = {}
+        self._loading: dict[str, _Loading] = {}
         self._data_version: int | None = None
+        self._generation = 0  # moves when every matrix is dropped (another process wrote)
         # Committed changes wait here for the background task that embeds them in groups.
         self._pending: list[Changed] = []
         self._worker: asyncio.Task[None] | None = None
@@ -191,9 +221,20 @@ class VectorIndex:
             return vectors
         lock = self._user_locks.setdefault(user_id, asyncio.Lock())
         async with lock:
-            if user_id not in self._users:
-                self._users[user_id] = await self._load(user_id)
-            return self._users[user_id]
+            if user_id in self._users:
+                return self._users[user_id]
+            loading = self._loading[user_id] = _Loading(self._generation)
+            try:
+                vectors = await self._load(user_id)
+            finally:
+                del self._loading[user_id]
+            if (
+                loading.in_step
+                and loading.generation == self._generation
+                and all(_keep_in_step(vectors, change, vector) for change, vector in loading.changes)
+            ):
+                self._users[user_id] = vectors
+            return vectors
 
     # -- keeping in step ------------------------------------------------------------------------
 
@@ -259,6 +300,8 @@ class VectorIndex:
                                 len(batch), exc)
                     for change in batch:
                         self._users.pop(change.user_id, None)
+                        if change.user_id in self._loading:
+                            self._loading[change.user_id].in_step = False
         finally:
             self._settled.set()
 
@@ -271,16 +314,15 @@ class VectorIndex:
             rowids = await self.store.rowids([c.memory_id for c in written])
             await self._save([(rowids[c.memory_id], fresh[i]) for i, c in enumerate(written) if c.memory_id in rowids], model)
             vectors_by_id = {c.memory_id: fresh[i] for i, c in enumerate(written)}
+        # No await from here on: a matrix cannot be installed between these checks.
         for change in changes:
-            loaded = self._users.get(change.user_id)
-            if loaded is None:
+            vector = vectors_by_id.get(change.memory_id)
+            loading = self._loading.get(change.user_id)
+            if loading is not None:  # its rows may have been read before this change: replayed after
+                loading.changes.append((change, vector))
                 continue
-            if change.text is None:
-                loaded.remove(change.memory_id)
-            elif change.appended:
-                loaded.append(change.memory_id, vectors_by_id[change.memory_id], is_question(change.text))
-            elif not loaded.replace(change.memory_id, vectors_by_id[change.memory_id], is_question(change.text)):
-                # A restored memory goes back to its old place in the timeline: reload.
+            loaded = self._users.get(change.user_id)
+            if loaded is not None and not _keep_in_step(loaded, change, vector):
                 self._users.pop(change.user_id, None)
 
     async def _notice_other_writers(self) -> None:
@@ -288,4 +330,5 @@ class VectorIndex:
         if self._data_version is not None and version != self._data_version:
             log.info("the database was changed by another process; reloading vectors")
             self._users.clear()
+            self._generation += 1  # and a load under way may have read before that write
         self._data_version = version
