@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.transport_security import TransportSecuritySettings
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memoir.memory.errors import AccessDenied
@@ -54,11 +55,14 @@ class AccessSettings:
     """| variable | default | meaning |
     |---|---|---|
     | MEMOIR_ALLOW_UNAUTHENTICATED | off | serve a non-loopback address with no token (anyone who can reach it can use it) |
-    | MEMOIR_ALLOWED_HOSTS | the bound address | comma-separated Host names clients use, for DNS-rebinding protection on non-loopback binds |
+    | MEMOIR_ALLOWED_HOSTS | (none) | comma-separated Host names (optionally `name:port`) accepted besides the bound address's own |
     | MEMOIR_RATE_LIMIT | 600 | tool calls and resource reads per minute per token (0: no limit) |
     | MEMOIR_RATE_BURST | 60 | how many of them may come at once |
     | MEMOIR_CALL_TIMEOUT | 180 | seconds one tool call may take (0: no limit); a stopped call changed nothing |
     | MEMOIR_MAX_BODY_BYTES | 1048576 | the largest HTTP request body accepted (413 above it) |
+    | MEMOIR_MAX_SESSIONS_PER_TOKEN | 32 | open HTTP sessions + SSE streams per token (0: no limit; 429 above it) |
+    | MEMOIR_MAX_SESSIONS_PER_ADDRESS | 32 | the same per client address, for requests without a token (open server) |
+    | MEMOIR_SESSION_IDLE_TIMEOUT | 300 | seconds an HTTP session may go unused before it is closed (0: never) |
     """
 
     allow_unauthenticated: bool = False
@@ -67,6 +71,9 @@ class AccessSettings:
     rate_burst: int = 60
     call_timeout: float = 180.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    sessions_per_token: int = 32
+    sessions_per_address: int = 32
+    session_idle_timeout: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AccessSettings:
@@ -80,6 +87,9 @@ class AccessSettings:
             ("MEMOIR_RATE_BURST", "rate_burst", int),
             ("MEMOIR_CALL_TIMEOUT", "call_timeout", float),
             ("MEMOIR_MAX_BODY_BYTES", "max_body_bytes", int),
+            ("MEMOIR_MAX_SESSIONS_PER_TOKEN", "sessions_per_token", int),
+            ("MEMOIR_MAX_SESSIONS_PER_ADDRESS", "sessions_per_address", int),
+            ("MEMOIR_SESSION_IDLE_TIMEOUT", "session_idle_timeout", float),
         ):
             if env.get(name):
                 try:
@@ -97,15 +107,25 @@ class AccessSettings:
             raise ValueError("MEMOIR_CALL_TIMEOUT must be 0 (no limit) or a number of seconds")
         if self.max_body_bytes < 1024:
             raise ValueError("MEMOIR_MAX_BODY_BYTES must be at least 1024")
+        if self.sessions_per_token < 0 or self.sessions_per_address < 0:
+            raise ValueError("MEMOIR_MAX_SESSIONS_PER_TOKEN and MEMOIR_MAX_SESSIONS_PER_ADDRESS must be 0 (no limit) or more")
+        if not 0 <= self.session_idle_timeout < float("inf"):
+            raise ValueError("MEMOIR_SESSION_IDLE_TIMEOUT must be 0 (never) or a number of seconds")
+        for entry in self.allowed_hosts:
+            if _parse_host(entry) is None:
+                raise ValueError(f"MEMOIR_ALLOWED_HOSTS: {entry!r} is not a host name, address or name:port")
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """127.0.0.0/8, ::1, an IPv4-mapped 127.x address (::ffff:127.0.0.2), or `localhost`."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class NeedsAuthentication(ValueError):
@@ -122,29 +142,135 @@ def check_exposure(host: str, tokens_exist: bool, allow_unauthenticated: bool) -
     )
 
 
-def transport_security(host: str, allowed_hosts: tuple[str, ...]) -> TransportSecuritySettings | None:
-    """DNS-rebinding protection: the SDK's own for loopback; for other binds, the names clients use."""
-    if is_loopback(host):
-        return None  # the SDK turns it on for loopback hosts itself
-    names = list(allowed_hosts)
-    if not names:
+# A Host header value (or the host part of an Origin): a name or IPv4 address, or a bracketed
+# IPv6 address, and an optional port.
+_HOST = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?")
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[^/?#@]+)")
+
+
+def _parse_host(value: str) -> tuple[str, str | None] | None:
+    """(name, port or None), lower-cased, IPv6 bracketed; None if `value` is not a host[:port]."""
+    value = value.strip().lower()
+    try:  # a bare IPv6 address, as someone might write it in MEMOIR_ALLOWED_HOSTS
+        return f"[{ipaddress.IPv6Address(value)}]", None
+    except ValueError:
+        pass
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return None
+    name = match["name"]
+    if name.startswith("["):  # one spelling per address: [::ffff:127.0.0.2] is [::ffff:7f00:2]
         try:
-            wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
+            name = f"[{ipaddress.IPv6Address(name[1:-1])}]"
         except ValueError:
-            wildcard = False  # a host name: clients use it
-        if wildcard:
+            return None
+    return name, match["port"]
+
+
+def _literal(address: str) -> str:
+    """How an IP address appears in a Host header: IPv6 bracketed."""
+    return f"[{address}]" if ":" in address else address
+
+
+@dataclass(frozen=True)
+class HostRule:
+    """The Host names a server answers to, and so the Origins whose pages may call it.
+
+    `names` match any port; `named_ports` only that port. An Origin is allowed when it is http or
+    https on an allowed host; a request without Origin (not from a browser page) is allowed.
+    """
+
+    names: frozenset[str]
+    named_ports: frozenset[tuple[str, str]] = frozenset()
+
+    def allows(self, host: str) -> bool:
+        parsed = _parse_host(host)
+        if parsed is None:
+            return False
+        name, port = parsed
+        return name in self.names or (port is not None and (name, port) in self.named_ports)
+
+    def allows_origin(self, origin: str | None) -> bool:
+        if origin is None:
+            return True
+        match = _ORIGIN.fullmatch(origin.strip().lower())
+        return match is not None and self.allows(match["host"])
+
+
+def host_rule(host: str, bound_address: str, allowed_hosts: tuple[str, ...]) -> HostRule | None:
+    """Which Host headers a server bound at `bound_address` (asked for as `host`) accepts; None: no check.
+
+    The bound address's own names, with any port, plus MEMOIR_ALLOWED_HOSTS always:
+    - loopback (all of 127.0.0.0/8, ::1, ::ffff:127.x.y.z, or `localhost`): the address, and `localhost`;
+    - another address: that address; a host name bound by name: that name too;
+    - a wildcard bind (0.0.0.0, ::): the loopback names, since it answers there too; with no
+      MEMOIR_ALLOWED_HOSTS the names clients use are unknown, so the check is off (with a warning;
+      bearer tokens still apply).
+    """
+    address = ipaddress.ip_address(bound_address.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    names = {_literal(str(address))}
+    if mapped is not None:
+        names.add(str(mapped))
+    if is_loopback(host) or is_loopback(str(address)):
+        names.add("localhost")
+    elif address.is_unspecified:
+        if not allowed_hosts:
             log.warning(
                 "memoir: bound to %s with no MEMOIR_ALLOWED_HOSTS: Host/Origin checks are off (bearer tokens still "
                 "apply); set MEMOIR_ALLOWED_HOSTS to the names clients use to turn them on",
                 host,
             )
-            return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        names = [f"[{host.strip('[]')}]" if ":" in host else host]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[*names, *(f"{n}:*" for n in names)],
-        allowed_origins=[f"{scheme}://{n}{port}" for n in names for scheme in ("http", "https") for port in ("", ":*")],
-    )
+            return None
+        names = {"localhost", "127.0.0.1", "[::1]"}
+    given = _parse_host(host)
+    if given is not None and not address.is_unspecified:
+        names.add(given[0])  # `--host memoir.lan`: clients use that name
+    named_ports: set[tuple[str, str]] = set()
+    for entry in allowed_hosts:
+        parsed = _parse_host(entry)
+        if parsed is None:
+            continue  # AccessSettings.check refused it already
+        name, port = parsed
+        if port is None:
+            names.add(name)
+        else:
+            named_ports.add((name, port))
+    return HostRule(frozenset(names), frozenset(named_ports))
+
+
+class HostCheck:
+    """ASGI wrapper: DNS-rebinding protection, before anything else sees the request.
+
+    A web page on an attacker's name that was re-pointed at this address sends that name as Host
+    (refused: 421) and its own origin as Origin (refused: 403). Clients that are not browsers send
+    no Origin and the Host they connected to.
+    """
+
+    def __init__(self, app: ASGIApp, rule: HostRule) -> None:
+        self.app = app
+        self.rule = rule
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = {k: v for k, v in scope["headers"] if k in (b"host", b"origin")}
+            host = headers.get(b"host", b"").decode("latin-1")
+            origin = headers.get(b"origin")
+            if not self.rule.allows(host):
+                shown = host[:100] or "(none)"
+                message = (
+                    f"memoir: Host {shown!r} is not a name of this server; if clients really use it, "
+                    "add it to MEMOIR_ALLOWED_HOSTS"
+                )
+                return await PlainTextResponse(message, status_code=421)(scope, receive, send)
+            if origin is not None and not self.rule.allows_origin(origin.decode("latin-1")):
+                shown = origin.decode("latin-1")[:100]
+                message = (
+                    f"memoir: Origin {shown!r} may not call this server (DNS-rebinding protection); "
+                    "if that page should, add its host to MEMOIR_ALLOWED_HOSTS"
+                )
+                return await PlainTextResponse(message, status_code=403)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class DatabaseTokenVerifier:
@@ -203,8 +329,7 @@ class HttpAccess:
 
     tokens: Tokens
     open_secret: str | None  # None: open mode is not allowed here (non-loopback, no --allow-unauthenticated)
-    security: TransportSecuritySettings | None
-    max_body_bytes: int
+    settings: AccessSettings
 
     @classmethod
     async def prepare(cls, tokens: Tokens, settings: Settings) -> HttpAccess:
@@ -214,9 +339,12 @@ class HttpAccess:
         return cls(
             tokens=tokens,
             open_secret=secrets.token_urlsafe(32) if open_allowed else None,
-            security=transport_security(settings.host, access.allowed_hosts),
-            max_body_bytes=access.max_body_bytes,
+            settings=access,
         )
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.settings.max_body_bytes
 
     def server_options(self, base_url: str, path: str) -> dict[str, object]:
         """Keyword arguments for `MCPServer(...)`: the verifier and resource-server settings."""
@@ -230,5 +358,9 @@ class HttpAccess:
             ),
         }
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        return app if self.open_secret is None else OpenWhenNoTokens(app, self.tokens, self.open_secret)
+    def wrap(self, app: ASGIApp, host: str, bound_address: str) -> ASGIApp:
+        """`app` behind the Host/Origin check for this bind and, where allowed, open mode."""
+        if self.open_secret is not None:
+            app = OpenWhenNoTokens(app, self.tokens, self.open_secret)
+        rule = host_rule(host, bound_address, self.settings.allowed_hosts)
+        return app if rule is None else HostCheck(app, rule)

@@ -28,7 +28,7 @@ from memoir.tools.context import AppContext
 from .app import build_server, running_app
 from .settings import DEFAULT_PORT, Settings
 from .stdio import run_stdio
-from .transports import serve_http
+from .transports import exit_now, serve_http
 
 
 def run_loop(main: Coroutine[object, object, int]) -> int:
@@ -93,8 +93,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     async with running_app(settings) as app:
         if settings.transport == "stdio":
             await run_stdio(build_server(app))
-        else:
-            await serve_http(app, settings)
+            return 0
+        await serve_http(app, settings)
+    exit_now(0)  # the store is closed; only in-memory MCP sessions are left (server/transports.py)
     return 0
 
 

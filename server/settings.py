@@ -17,7 +17,8 @@
 | MEMOIR_CAPTURE_INSTRUCTIONS | (built in) | replaces what the model is told to capture |
 | MEMOIR_ADDITIONAL_INSTRUCTIONS | (none) | added to the model's rules |
 
-Access and limits for SSE / streamable HTTP (tokens, rate, call time, body size): see
+Access and limits for SSE / streamable HTTP (tokens, Host names, rate, call time, body size,
+sessions and streams per token or address, idle expiry): see
 `memoir.server.access.AccessSettings`.
 """
 

@@ -56,6 +56,8 @@ async def post_initialize(url: str, token: str | None = None, **headers: str) ->
     async with httpx2.AsyncClient(timeout=10) as http:
         if url.endswith("/sse"):
             async with http.stream("GET", url, headers={**bearer(token), **headers}) as response:
+                if response.status_code != 200:
+                    await response.aread()  # a refusal's text; a stream's is endless
                 return response
         body = {
             "jsonrpc": "2.0",

@@ -127,11 +127,12 @@ def start_server(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     port: int = 0,
+    host: str = "127.0.0.1",
     timeout: float = START_TIMEOUT,
 ) -> ServerProcess:
-    """Start `memoir serve --transport <transport>` on 127.0.0.1 and wait until it listens."""
+    """Start `memoir serve --transport <transport>` on `host` (127.0.0.1; any 127/8 address is local) and wait until it listens."""
     proc = subprocess.Popen(
-        [*MEMOIR, "serve", "--transport", transport, "--host", "127.0.0.1", "--port", str(port), "--db", str(db_path), *args],
+        [*MEMOIR, "serve", "--transport", transport, "--host", host, "--port", str(port), "--db", str(db_path), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from memoir.server import cli, transports
-from memoir.server.access import check_exposure, is_loopback, transport_security
+from memoir.server.access import check_exposure, host_rule, is_loopback
 from tests.netclients import connect, make_token, post_initialize, revoke_token
 from tests.servers import MEMOIR, clean_env, serve  # noqa: F401  (serve: fixture)
 
@@ -181,10 +181,26 @@ def test_exposure_rules_and_transport_security() -> None:
     with pytest.raises(ValueError, match="refusing"):
         check_exposure("192.168.1.5", tokens_exist=False, allow_unauthenticated=False)
 
-    assert transport_security("127.0.0.1", ()) is None  # the SDK's own loopback protection
-    lan = transport_security("192.168.1.5", ())
-    assert lan.enable_dns_rebinding_protection and "192.168.1.5:*" in lan.allowed_hosts
-    assert "http://192.168.1.5:*" in lan.allowed_origins
-    named = transport_security("0.0.0.0", ("memoir.internal",))
-    assert named.enable_dns_rebinding_protection and named.allowed_hosts == ["memoir.internal", "memoir.internal:*"]
-    assert not transport_security("0.0.0.0", ()).enable_dns_rebinding_protection
+    # Host/Origin: the bound address's own names (any port), plus MEMOIR_ALLOWED_HOSTS, on every bind.
+    for bound in ("127.0.0.1", "127.0.0.2", "127.200.1.9"):
+        rule = host_rule(bound, bound, ())
+        assert rule.allows(f"{bound}:8765") and rule.allows(bound) and rule.allows("localhost:1")
+        assert not rule.allows("evil.example") and not rule.allows("evil.example:8765") and not rule.allows("")
+        assert not rule.allows(f"{bound}:80@evil.example") and not rule.allows(f"{bound}.evil.example")
+        assert rule.allows_origin(None) and rule.allows_origin(f"http://{bound}:8765")
+        assert rule.allows_origin("https://localhost") and not rule.allows_origin("http://evil.example")
+        assert not rule.allows_origin("null") and not rule.allows_origin(f"ftp://{bound}")
+    v6 = host_rule("::1", "::1", ())
+    assert v6.allows("[::1]:8765") and v6.allows("localhost") and not v6.allows("127.0.0.1:8765")
+    mapped = host_rule("::ffff:127.0.0.2", "::ffff:127.0.0.2", ())
+    assert mapped.allows("127.0.0.2:1") and mapped.allows("[::ffff:127.0.0.2]:1") and mapped.allows("localhost")
+    assert is_loopback("::ffff:127.0.0.2")
+    named = host_rule("localhost", "127.0.0.1", ("Memoir.Internal", "proxy.lan:8443"))
+    assert named.allows("memoir.internal") and named.allows("MEMOIR.internal:443") and named.allows("127.0.0.1:9")
+    assert named.allows("proxy.lan:8443") and not named.allows("proxy.lan:8444") and not named.allows("proxy.lan")
+    assert named.allows_origin("https://memoir.internal") and not named.allows_origin("https://evil.example")
+    lan = host_rule("192.168.1.5", "192.168.1.5", ())
+    assert lan.allows("192.168.1.5:8765") and not lan.allows("localhost:8765") and not lan.allows("evil.example")
+    wildcard = host_rule("0.0.0.0", "0.0.0.0", ("memoir.internal",))
+    assert wildcard.allows("memoir.internal:8765") and wildcard.allows("127.0.0.1:8765") and not wildcard.allows("x.example")
+    assert host_rule("0.0.0.0", "0.0.0.0", ()) is None  # names unknown: off, with a warning (tokens still apply)
