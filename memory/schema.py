@@ -108,6 +108,49 @@ MIGRATIONS: list[str] = [
 
     INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id;
     """,
+    # 5: OAuth 2.1 (server/oauth.py, memory/oauth_store.py). Every secret is kept as a SHA-256
+    # hash; a dynamically registered client's record is kept as the SDK validated it (JSON).
+    """
+    CREATE TABLE oauth_clients (
+        client_id    TEXT PRIMARY KEY,
+        client_name  TEXT,
+        metadata     TEXT NOT NULL,                -- JSON: the RFC 7591 client information
+        created_at   TEXT NOT NULL
+    );
+    CREATE TABLE oauth_login_codes (                -- `memoir token create USER --code`: one sign-in
+        code_id      TEXT PRIMARY KEY,
+        code_hash    TEXT NOT NULL UNIQUE,
+        user_id      TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        expires_at   REAL NOT NULL                 -- unix seconds
+    );
+    CREATE TABLE oauth_grants (                     -- one approval: a client acting for a user
+        grant_id           TEXT PRIMARY KEY,
+        client_id          TEXT NOT NULL,
+        client_name        TEXT,
+        user_id            TEXT NOT NULL,
+        scopes             TEXT NOT NULL,           -- space-separated
+        resource           TEXT NOT NULL,           -- the MCP endpoint the tokens are bound to
+        created_at         TEXT NOT NULL,
+        access_hash        TEXT NOT NULL UNIQUE,
+        access_expires_at  REAL NOT NULL,
+        refresh_hash       TEXT NOT NULL UNIQUE,
+        refresh_expires_at REAL NOT NULL
+    );
+    CREATE INDEX oauth_grants_by_user ON oauth_grants (user_id);
+    CREATE TABLE oauth_spent_refresh (              -- rotated-out refresh tokens: reuse revokes the grant
+        refresh_hash TEXT PRIMARY KEY,
+        grant_id     TEXT NOT NULL REFERENCES oauth_grants (grant_id) ON DELETE CASCADE
+    );
+    CREATE TABLE oauth_auth_codes (                 -- authorization codes, single use
+        code_hash    TEXT PRIMARY KEY,
+        client_id    TEXT NOT NULL,
+        user_id      TEXT NOT NULL,
+        request      TEXT NOT NULL,                -- JSON: redirect_uri, code_challenge, scopes, resource
+        expires_at   REAL NOT NULL,
+        grant_id     TEXT                          -- set once exchanged; a second use revokes that grant
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

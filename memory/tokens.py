@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from .errors import InvalidArgument, TokenNotFound
@@ -83,7 +84,15 @@ class Tokens:
         return [_info(r) for r in await self.store.fetch("SELECT * FROM tokens ORDER BY created_at, token_id")]
 
     async def exist(self) -> bool:
-        return bool(await self.store.fetch("SELECT 1 FROM tokens LIMIT 1"))
+        """Whether any credential exists: a bearer token, an unexpired OAuth grant, an unused sign-in code or
+        authorization code (memory/oauth_store.py). While none does, a loopback server is open."""
+        rows = await self.store.fetch(
+            "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM oauth_grants WHERE refresh_expires_at >= ?1 "
+            "OR access_expires_at >= ?1) OR EXISTS (SELECT 1 FROM oauth_login_codes WHERE expires_at >= ?1) "
+            "OR EXISTS (SELECT 1 FROM oauth_auth_codes WHERE grant_id IS NULL AND expires_at >= ?1) AS any_",
+            (time.time(),),
+        )
+        return bool(rows[0]["any_"])
 
     async def verify(self, token: str) -> TokenInfo | None:
         """The token's description when `token` is a current token, else None."""

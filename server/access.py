@@ -32,13 +32,17 @@ from typing import TYPE_CHECKING
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
+from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+from mcp.server.mcpserver import MCPServer
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memoir.memory.errors import AccessDenied
+from memoir.memory.oauth_store import ACCESS_PREFIX, OAuthStore
 from memoir.memory.tokens import Tokens
 from memoir.tools.context import Caller
+
+from .oauth import CONSENT_PATH, ClosedOnly, MemoirOAuthProvider, consent_endpoint, oauth_issuer_ok
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -63,6 +67,9 @@ class AccessSettings:
     | MEMOIR_MAX_SESSIONS_PER_TOKEN | 32 | open HTTP sessions + SSE streams per token (0: no limit; 429 above it) |
     | MEMOIR_MAX_SESSIONS_PER_ADDRESS | 32 | the same per client address, for requests without a token (open server) |
     | MEMOIR_SESSION_IDLE_TIMEOUT | 300 | seconds an HTTP session may go unused before it is closed (0: never) |
+    | MEMOIR_PUBLIC_URL | (the bound address) | `https://host[:port]` clients reach this server at (a TLS proxy's): the OAuth issuer and resource; its host is an allowed Host |
+    | MEMOIR_OAUTH_ACCESS_TTL | 3600 | seconds an OAuth access token is valid |
+    | MEMOIR_OAUTH_REFRESH_TTL | 2592000 | seconds an OAuth refresh token is valid (30 days; each refresh issues a new one) |
     """
 
     allow_unauthenticated: bool = False
@@ -74,6 +81,9 @@ class AccessSettings:
     sessions_per_token: int = 32
     sessions_per_address: int = 32
     session_idle_timeout: float = 300.0
+    public_url: str | None = None
+    oauth_access_ttl: float = 3600.0
+    oauth_refresh_ttl: float = 30 * 24 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AccessSettings:
@@ -82,6 +92,8 @@ class AccessSettings:
             values["allow_unauthenticated"] = env["MEMOIR_ALLOW_UNAUTHENTICATED"].strip().lower() in ("1", "true", "yes")
         if env.get("MEMOIR_ALLOWED_HOSTS"):
             values["allowed_hosts"] = tuple(h.strip() for h in env["MEMOIR_ALLOWED_HOSTS"].split(",") if h.strip())
+        if env.get("MEMOIR_PUBLIC_URL"):
+            values["public_url"] = env["MEMOIR_PUBLIC_URL"].strip().rstrip("/")
         for name, key, kind in (
             ("MEMOIR_RATE_LIMIT", "rate_per_minute", float),
             ("MEMOIR_RATE_BURST", "rate_burst", int),
@@ -90,6 +102,8 @@ class AccessSettings:
             ("MEMOIR_MAX_SESSIONS_PER_TOKEN", "sessions_per_token", int),
             ("MEMOIR_MAX_SESSIONS_PER_ADDRESS", "sessions_per_address", int),
             ("MEMOIR_SESSION_IDLE_TIMEOUT", "session_idle_timeout", float),
+            ("MEMOIR_OAUTH_ACCESS_TTL", "oauth_access_ttl", float),
+            ("MEMOIR_OAUTH_REFRESH_TTL", "oauth_refresh_ttl", float),
         ):
             if env.get(name):
                 try:
@@ -111,6 +125,17 @@ class AccessSettings:
             raise ValueError("MEMOIR_MAX_SESSIONS_PER_TOKEN and MEMOIR_MAX_SESSIONS_PER_ADDRESS must be 0 (no limit) or more")
         if not 0 <= self.session_idle_timeout < float("inf"):
             raise ValueError("MEMOIR_SESSION_IDLE_TIMEOUT must be 0 (never) or a number of seconds")
+        if not (60 <= self.oauth_access_ttl <= 86400):
+            raise ValueError("MEMOIR_OAUTH_ACCESS_TTL must be 60 to 86400 seconds (default 3600)")
+        if not (self.oauth_access_ttl <= self.oauth_refresh_ttl <= 366 * 86400):
+            raise ValueError("MEMOIR_OAUTH_REFRESH_TTL must be at least the access-token lifetime and at most 366 days")
+        if self.public_url is not None:
+            match = _PUBLIC_URL.fullmatch(self.public_url)
+            if match is None or _parse_host(match["host"]) is None:
+                raise ValueError(
+                    f"MEMOIR_PUBLIC_URL must be scheme://host[:port] with no path, like https://memoir.example.com; "
+                    f"not {self.public_url!r}"
+                )
         for entry in self.allowed_hosts:
             if _parse_host(entry) is None:
                 raise ValueError(f"MEMOIR_ALLOWED_HOSTS: {entry!r} is not a host name, address or name:port")
@@ -146,6 +171,7 @@ def check_exposure(host: str, tokens_exist: bool, allow_unauthenticated: bool) -
 # IPv6 address, and an optional port.
 _HOST = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?")
 _ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[^/?#@]+)")
+_PUBLIC_URL = re.compile(r"(?P<scheme>https?)://(?P<host>[^/?#@]+)", re.IGNORECASE)
 
 
 def _parse_host(value: str) -> tuple[str, str | None] | None:
@@ -274,11 +300,17 @@ class HostCheck:
 
 
 class DatabaseTokenVerifier:
-    """The SDK's `TokenVerifier`: a bearer token -> an `AccessToken` carrying memoir's identity."""
+    """The SDK's `TokenVerifier`: a bearer token -> an `AccessToken` carrying memoir's identity.
 
-    def __init__(self, tokens: Tokens, open_secret: str | None) -> None:
+    Knows memoir's bearer tokens and, when `resource` is given (OAuth is on), the OAuth access
+    tokens issued for that resource (server/oauth.py); a token bound to another resource is refused.
+    """
+
+    def __init__(self, tokens: Tokens, open_secret: str | None, resource: str | None = None) -> None:
         self.tokens = tokens
         self.open_secret = open_secret
+        self.resource = resource
+        self.oauth = OAuthStore(tokens.store)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if self.open_secret is not None and hmac.compare_digest(token.encode(), self.open_secret.encode()):
@@ -287,7 +319,7 @@ class DatabaseTokenVerifier:
             return AccessToken(token="open", client_id=OPEN_CLIENT_ID, scopes=[SCOPE])
         info = await self.tokens.verify(token)
         if info is None:
-            return None
+            return await self._oauth(token)
         return AccessToken(
             token=info.token_id,  # the id, not the secret: nothing downstream needs the secret
             client_id=info.token_id,
@@ -295,6 +327,28 @@ class DatabaseTokenVerifier:
             subject=info.user_id,
             claims={"user_id": info.user_id, "admin": info.admin},
         )
+
+
+    async def _oauth(self, token: str) -> AccessToken | None:
+        if self.resource is None or not token.startswith(ACCESS_PREFIX):
+            return None
+        grant = await self.oauth.verify_access(token)
+        if grant is None or grant.resource != self.resource:
+            return None
+        return AccessToken(
+            token=grant.grant_id,
+            client_id=grant.client_id,  # the OAuth client: what the SDK's revocation endpoint compares
+            scopes=list(grant.scopes),
+            expires_at=int(grant.access_expires_at),
+            resource=grant.resource,
+            subject=grant.user_id,
+            claims={"user_id": grant.user_id, "admin": False, "token_id": grant.grant_id, "grant_id": grant.grant_id},
+        )
+
+
+def token_id(token: AccessToken) -> str:
+    """The public id of the credential behind a verified request: a bearer token's id or an OAuth grant's."""
+    return (token.claims or {}).get("token_id") or token.client_id
 
 
 def http_caller() -> Caller:
@@ -305,7 +359,7 @@ def http_caller() -> Caller:
     if token.client_id == OPEN_CLIENT_ID:
         return Caller()
     claims = token.claims or {}
-    return Caller(user_id=claims.get("user_id"), admin=bool(claims.get("admin")), token_id=token.client_id)
+    return Caller(user_id=claims.get("user_id"), admin=bool(claims.get("admin")), token_id=token_id(token))
 
 
 class OpenWhenNoTokens:
@@ -330,6 +384,7 @@ class HttpAccess:
     tokens: Tokens
     open_secret: str | None  # None: open mode is not allowed here (non-loopback, no --allow-unauthenticated)
     settings: AccessSettings
+    oauth: MemoirOAuthProvider | None = None  # set by server_options when OAuth is on
 
     @classmethod
     async def prepare(cls, tokens: Tokens, settings: Settings) -> HttpAccess:
@@ -347,20 +402,55 @@ class HttpAccess:
         return self.settings.max_body_bytes
 
     def server_options(self, base_url: str, path: str) -> dict[str, object]:
-        """Keyword arguments for `MCPServer(...)`: the verifier and resource-server settings."""
+        """Keyword arguments for `MCPServer(...)`: the verifier, and memoir's OAuth authorization server
+        where it can have a right issuer URL (server/oauth.py), else resource-server settings only."""
+        public = self.settings.public_url or base_url
+        resource = public + path
+        if not oauth_issuer_ok(public):
+            log.warning(
+                "memoir: OAuth is off: %s is not https or a loopback address, so it cannot be an OAuth issuer; "
+                "bearer tokens work as before. Behind a TLS proxy, set MEMOIR_PUBLIC_URL=https://... to offer OAuth",
+                public,
+            )
+            return {
+                "token_verifier": DatabaseTokenVerifier(self.tokens, self.open_secret),
+                "auth": AuthSettings(  # no resource metadata: nothing to discover, the 401 names no issuer
+                    issuer_url=public, resource_server_url=None, required_scopes=[SCOPE], validate_token_resource=False
+                ),
+            }
+        verifier = DatabaseTokenVerifier(self.tokens, self.open_secret, resource)
+        self.oauth = MemoirOAuthProvider(
+            verifier, self.tokens, verifier.oauth, issuer=public, resource=resource,
+            access_ttl=self.settings.oauth_access_ttl, refresh_ttl=self.settings.oauth_refresh_ttl,
+        )
         return {
-            "token_verifier": DatabaseTokenVerifier(self.tokens, self.open_secret),
+            "auth_server_provider": self.oauth,
             "auth": AuthSettings(
-                issuer_url=base_url,  # memoir issues its own tokens (`memoir token create`)
-                resource_server_url=base_url + path,
+                issuer_url=public,
+                resource_server_url=resource,
                 required_scopes=[SCOPE],
-                validate_token_resource=False,  # memoir's tokens are not audience-bound; the database decides
+                # The verifier checks each OAuth token's resource itself; bearer tokens have none.
+                validate_token_resource=False,
+                client_registration_options=ClientRegistrationOptions(
+                    enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE]
+                ),
+                revocation_options=RevocationOptions(enabled=True),
             ),
         }
+
+    def install(self, server: MCPServer) -> None:
+        """The routes memoir adds beside the SDK's: the OAuth consent page, when OAuth is on."""
+        if self.oauth is not None:
+            server.custom_route(CONSENT_PATH, methods=["GET", "POST"])(consent_endpoint(self.oauth))  # type: ignore[arg-type]
 
     def wrap(self, app: ASGIApp, host: str, bound_address: str) -> ASGIApp:
         """`app` behind the Host/Origin check for this bind and, where allowed, open mode."""
         if self.open_secret is not None:
             app = OpenWhenNoTokens(app, self.tokens, self.open_secret)
-        rule = host_rule(host, bound_address, self.settings.allowed_hosts)
+            if self.oauth is not None:
+                app = ClosedOnly(app, self.tokens)
+        allowed = self.settings.allowed_hosts
+        if self.settings.public_url:
+            allowed = (*allowed, _PUBLIC_URL.fullmatch(self.settings.public_url)["host"])  # type: ignore[index]
+        rule = host_rule(host, bound_address, allowed)
         return app if rule is None else HostCheck(app, rule)

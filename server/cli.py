@@ -19,7 +19,8 @@ from pathlib import Path
 import sniffio
 
 import memoir
-from memoir.memory.errors import MemoirError
+from memoir.memory.errors import MemoirError, TokenNotFound
+from memoir.memory.oauth_store import LOGIN_CODE_TTL, GrantInfo, OAuthStore, check_user_for_code
 from memoir.memory.store import Change
 from memoir.memory import transfer
 from memoir.memory.tokens import Tokens
@@ -152,6 +153,12 @@ async def _undo(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _token_create(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
+        if args.code:
+            info, code = await OAuthStore(app.store).create_login_code(check_user_for_code(args.user, args.admin))
+            print(f"created one-time sign-in code {info.code_id} for user '{info.user_id}'")
+            print(f"paste it on memoir's authorize page within {LOGIN_CODE_TTL / 60:.0f} minutes; it works once")
+            print(code)
+            return
         info, secret = await Tokens(app.store).create(args.user, admin=args.admin, label=args.label)
         print(f"created token {info.token_id} for " + ("admin" if info.admin else f"user '{info.user_id}'"))
         print("store it now: it is shown only once (send it as 'Authorization: Bearer <token>')")
@@ -163,9 +170,11 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> int:
 async def _token_list(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
         tokens = await Tokens(app.store).list()
-        for info in tokens:
+        oauth = OAuthStore(app.store)
+        grants, codes = await oauth.grants(), await oauth.login_codes()
+        for info in [*tokens, *grants, *codes]:
             print(info.describe())
-        if not tokens:
+        if not (tokens or grants or codes):
             print("no tokens: SSE/HTTP on a loopback address is open to local clients", file=sys.stderr)
 
     return await _with_store(settings, run)
@@ -173,7 +182,17 @@ async def _token_list(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
-        info = await Tokens(app.store).revoke(args.token)
+        try:
+            info = await Tokens(app.store).revoke(args.token)
+        except TokenNotFound:
+            other = await OAuthStore(app.store).revoke(args.token)
+            if other is None:
+                raise
+            if isinstance(other, GrantInfo):
+                print(f"revoked OAuth grant {other.grant_id} ({other.user_id}, client {other.client_name or other.client_id})")
+            else:
+                print(f"revoked sign-in code {other.code_id} ({other.user_id})")
+            return
         print(f"revoked token {info.token_id} ({'admin' if info.admin else info.user_id})")
 
     return await _with_store(settings, run)
@@ -317,17 +336,23 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")
     backup.set_defaults(run=_backup)
 
-    token = sub.add_parser("token", help="bearer tokens for SSE / HTTP: create, list, revoke")
+    token = sub.add_parser("token", help="bearer tokens, OAuth sign-in codes and grants for SSE / HTTP: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = token_sub.add_parser("create", parents=[common], help="make a token; prints it alone on the last line")
     create.add_argument("user", nargs="?", metavar="USER", help="the user the token acts for (with --admin: its default)")
     create.add_argument("--admin", action="store_true", help="an admin token, which may name any user")
     create.add_argument("--label", help="a note shown by `memoir token list`")
+    create.add_argument("--code", action="store_true",
+                        help="instead: a one-time code (10 minutes) for USER to sign in on the OAuth authorize page")
     create.set_defaults(run=_token_create)
-    token_list = token_sub.add_parser("list", parents=[common], help="list tokens (ids and users, never secrets)")
+    token_list = token_sub.add_parser(
+        "list", parents=[common], help="list tokens, OAuth grants and unused sign-in codes (ids and users, never secrets)"
+    )
     token_list.set_defaults(run=_token_list)
-    revoke = token_sub.add_parser("revoke", parents=[common], help="revoke a token at once, also on a running server")
-    revoke.add_argument("token", metavar="TOKEN_ID_OR_TOKEN")
+    revoke = token_sub.add_parser(
+        "revoke", parents=[common], help="revoke a token, OAuth grant or sign-in code at once, also on a running server"
+    )
+    revoke.add_argument("token", metavar="ID_OR_TOKEN", help="an id from `memoir token list`, or the secret itself")
     revoke.set_defaults(run=_token_revoke)
     return parser
 

@@ -39,7 +39,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .access import OPEN_CLIENT_ID
+from .access import OPEN_CLIENT_ID, token_id
 
 Holder = tuple[str, str]  # ("token", token id) or ("address", client IP)
 
@@ -70,7 +70,7 @@ class SessionLimits:
         if user.access_token.client_id == OPEN_CLIENT_ID:
             client = scope.get("client")
             return ("address", client[0] if client else "unknown")
-        return ("token", user.access_token.client_id)
+        return ("token", token_id(user.access_token))
 
     def limit(self, holder: Holder) -> int:
         return self.per_token if holder[0] == "token" else self.per_address

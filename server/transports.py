@@ -167,6 +167,7 @@ async def serve_http(app: AppContext, settings: Settings) -> None:
         base, path = endpoint(settings, sock)
         app.caller = http_caller
         server = build_server(app, **access.server_options(base, path))
+        access.install(server)
         await run_http(server, settings, sock, access)
     finally:
         sock.close()
