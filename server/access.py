@@ -17,6 +17,11 @@ puts every endpoint behind `RequireAuthMiddleware`. Open mode is one ASGI wrappe
 that brings no Authorization header, while no token exists and openness is allowed, is given a
 per-process secret the verifier maps to the open (trusted local) caller. That secret is random,
 never leaves the process, and is refused as soon as any real token exists.
+
+OAuth (server/oauth.py): where the issuer URL can be right (MEMOIR_PUBLIC_URL, or a loopback
+bind), `server_options` makes memoir its own authorization server through the SDK's
+`auth_server_provider`; the verifier then also accepts OAuth access tokens bound to this
+resource. "Any token exists" counts OAuth grants and unused sign-in codes too (`Tokens.exist`).
 """
 
 from __future__ import annotations
