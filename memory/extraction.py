@@ -121,6 +121,7 @@ class Plan:
     request: ExtractionRequest
     operations: list[ProposedOperation]
     skipped: list[Skipped]
+    answer: Any = None  # the model's answer it was made from
 
     @property
     def destructive(self) -> int:
@@ -292,7 +293,7 @@ class Extractor:
                 raise ExtractionFailed(exc.problems, tool_input if tool_input is not None else raw_text) from None
             raise
         kept, skipped = self._filter(proposed)
-        return Plan(request, await self._expand(request, kept), skipped)
+        return Plan(request, await self._expand(request, kept), skipped, tool_input)
 
     async def carry_out(self, plan: Plan, *, dry_run: bool = False) -> ExtractionResult:
         if dry_run:
