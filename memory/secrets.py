@@ -180,7 +180,7 @@ class SecretsPolicy:
         return None if text is None else self.clean(text, field)
 
     def clean_topics(self, topics: Iterable[str], field: str = "topics") -> list[str]:
-        return [self.clean(topic, f"{field}[{i}]") for i, topic in enumerate(topics)]
+        return [self.clean(t, f"{field}[{i}]") if isinstance(t, str) else t for i, t in enumerate(topics)]
 
     def scrub(self, text: str | None) -> str | None:
         """Redacted unless the mode is `allow`: for text that is kept alongside a change but is
@@ -220,6 +220,8 @@ def scan(text: str) -> list[Finding]:
     for kind, secret in _library_matches(text, low):
         found.extend(_locate(text, kind, secret))
     found.extend(_own_matches(text, low))
+    # A marker left by an earlier redaction ("password: [REDACTED password]") is not a secret.
+    found = [f for f in found if not text.startswith("[REDACTED ", f.start)]
     found.sort(key=lambda f: (f.start, -(f.end - f.start)))
     merged: list[Finding] = []
     for f in found:
@@ -314,7 +316,8 @@ def _library_matches(text: str, low: str) -> Iterator[tuple[str, str]]:
 def _plausible_keyword_value(value: str) -> bool:
     """The keyword rules also match prose such as "secrets: none"; a value that is a common word is not a secret."""
     bare = value.strip(_TRAILING + "\"'")
-    return len(bare) >= 3 and bare.lower() not in _NOT_A_VALUE and bare.lower() not in ("none", "null", "nil")
+    first = bare.split()[0].lower().strip(_TRAILING) if bare.split() else ""
+    return len(bare) >= 3 and first not in _NOT_A_VALUE and first not in ("none", "null", "nil", "n/a")
 
 
 def _locate(text: str, kind: str, secret: str) -> Iterator[Finding]:

@@ -260,7 +260,7 @@ class Store:
         change: Change = Change(),
     ) -> Memory:
         text = self.secrets.clean(self.limits.memory_text(memory), "memory")
-        topic_list = self.secrets.clean_topics(self.limits.topics(topics))
+        topic_list = self.limits.topics(self.secrets.clean_topics(topics))  # before lower-casing: keys are case-sensitive
         input = self.secrets.clean_optional(self.limits.input_text(input), "input")
         added = _new_memory(user_id, text, topic_list, input, agent_id)
         # The most frequent write, and one that reads nothing first: all of it in one trip.
@@ -283,7 +283,7 @@ class Store:
         if memory is None and topics is None:
             raise InvalidArgument("memory", "give a new memory text, new topics, or both")
         text = None if memory is None else self.secrets.clean(self.limits.memory_text(memory), "memory")
-        topic_list = None if topics is None else self.secrets.clean_topics(self.limits.topics(topics))
+        topic_list = None if topics is None else self.limits.topics(self.secrets.clean_topics(topics))
         async with self.transaction() as db:
             return await self._update(db, user_id, memory_id, text, topic_list, change)
 
@@ -302,7 +302,7 @@ class Store:
                 e.op,
                 None if e.memory_id is None else self.limits.memory_id(e.memory_id),
                 None if e.memory is None else self.secrets.clean(self.limits.memory_text(e.memory), "memory"),
-                None if e.topics is None else self.secrets.clean_topics(self.limits.topics(e.topics)),
+                None if e.topics is None else self.limits.topics(self.secrets.clean_topics(e.topics)),
                 self.secrets.clean_optional(self.limits.input_text(e.input), "input"),
                 e.change,
             )
