@@ -75,3 +75,18 @@ class CallTimedOut(MemoirError):
             f"timeout: the call took longer than the server's limit of {seconds:g} s (MEMOIR_CALL_TIMEOUT) and "
             "was stopped; nothing was changed - retry, perhaps with a smaller request"
         )
+
+
+class SecretRefused(InvalidArgument):
+    """The text holds a credential (MEMOIR_SECRETS=refuse); nothing was stored. Names the kind, never the secret."""
+
+    def __init__(self, field: str, kinds: list[str]) -> None:
+        from .secrets import LABELS  # the labels live with the detector
+
+        self.kinds = kinds
+        found = " and ".join(LABELS.get(k, k) for k in kinds)
+        super().__init__(
+            field,
+            f"contains {found}; memoir does not store credentials, so nothing was stored. "
+            "Keep the fact without the secret (e.g. 'Ava has an AWS account', not the key itself)",
+        )

@@ -18,18 +18,22 @@ answer in a later round of the protocol.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import InvalidArgument, MemoirError
+from .errors import InvalidArgument, MemoirError, SecretRefused
 from .limits import Limits
 from .llm import LLMBadOutput, LLMProvider, ToolSpec, Usage
 from .models import Memory, PlainSchema
 from .retrieval import Retriever
+from .secrets import redact, scan
 from .store import Change, Edit
 
 DEFAULT_CAPTURE_INSTRUCTIONS = """\
@@ -61,6 +65,10 @@ Rules:
 
 TOOL_NAME = "record_memory_operations"
 
+# The operations extraction may apply (MEMOIR_EXTRACT_OPS chooses among them). `forget_all`
+# counts as delete; `supersede` is accepted here so the setting can name it once that op lands.
+EXTRACT_OPS = ("add", "update", "delete", "supersede")
+
 
 class ProposedOperation(BaseModel):
     """One operation as the model proposes it."""
@@ -86,10 +94,39 @@ class Operation(PlainSchema):
     reason: str
 
 
+class Skipped(PlainSchema):
+    """An operation the model proposed that was not applied, and why (never the secret itself)."""
+
+    op: str
+    memory_id: str | None = None
+    memory: str | None = Field(default=None, description="The proposed text, with any secret replaced by a marker.")
+    reason: str = Field(description="Why it was not applied.")
+
+
 class ExtractionResult(PlainSchema):
     operations: list[Operation]
     memories: list[Memory] = Field(description="The memories added or updated (empty in a dry run).")
     dry_run: bool = False
+    skipped: list[Skipped] = Field(
+        default_factory=list,
+        description="Proposed operations not applied: not allowed on this server, holding a credential, "
+        "or declined by the user.",
+    )
+
+
+@dataclass
+class Plan:
+    """A checked answer, ready to apply: the operations (forget_all expanded) and those skipped."""
+
+    request: ExtractionRequest
+    operations: list[ProposedOperation]
+    skipped: list[Skipped]
+    answer: Any = None  # the model's answer it was made from
+
+    @property
+    def destructive(self) -> int:
+        """How many memories it would delete or supersede."""
+        return sum(1 for op in self.operations if op.op in ("delete", "supersede"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +136,8 @@ class ExtractionSettings:
     max_tokens: int = 4_096
     capture_instructions: str = DEFAULT_CAPTURE_INSTRUCTIONS
     additional_instructions: str = ""
+    allowed_ops: tuple[str, ...] = EXTRACT_OPS  # MEMOIR_EXTRACT_OPS
+    confirm_over: int | None = 3  # MEMOIR_EXTRACT_CONFIRM_OVER: ask the user above this many deletes/supersedes
 
 
 @dataclass(frozen=True)
@@ -133,6 +172,9 @@ class Extractor:
         self.retriever = retriever
         self.store = retriever.store
         self.settings = settings
+        # Answers of the configured model waiting for the user's confirmation, by question: on
+        # 2026-07-28 connections the call is made again once the user answered (tools/extract_memories.py).
+        self._awaiting: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
     @property
     def limits(self) -> Limits:
@@ -144,13 +186,37 @@ class Extractor:
         self, user_id: str, messages: Sequence[Message], provider: LLMProvider, *, dry_run: bool = False
     ) -> ExtractionResult:
         request = await self.prepare(user_id, messages)
+        return await self.carry_out(await self.propose(request, provider), dry_run=dry_run)
+
+    async def propose(self, request: ExtractionRequest, provider: LLMProvider) -> Plan:
+        """Ask the model (once more if its answer fails the checks) and plan its answer."""
         tool_input, text = await self._ask(provider, request, request.messages)
         try:
-            return await self.settle(request, tool_input, dry_run=dry_run, raw_text=text)
+            return await self.plan(request, tool_input, raw_text=text)
         except ExtractionRejected as first:
             retry = request.messages + repair_messages(tool_input, text, first)
             tool_input, text = await self._ask(provider, request, retry)
-            return await self.settle(request, tool_input, dry_run=dry_run, final=True, raw_text=text)
+            return await self.plan(request, tool_input, final=True, raw_text=text)
+
+    # -- answers waiting for the user's confirmation ------------------------------------------
+
+    @staticmethod
+    def question_key(request: ExtractionRequest) -> str:
+        blob = json.dumps([request.user_id, request.system, request.messages], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def keep_awaiting(self, key: str, tool_input: Any, ttl: float = 600.0, most: int = 64) -> None:
+        now_ = time.monotonic()
+        self._awaiting[key] = (now_ + ttl, tool_input)
+        self._awaiting.move_to_end(key)
+        while len(self._awaiting) > most or (self._awaiting and next(iter(self._awaiting.values()))[0] < now_):
+            self._awaiting.popitem(last=False)
+
+    def awaiting(self, key: str, *, pop: bool = False) -> Any:
+        entry = self._awaiting.pop(key, None) if pop else self._awaiting.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
 
     async def _ask(
         self, provider: LLMProvider, request: ExtractionRequest, messages: list[dict[str, Any]]
@@ -186,13 +252,21 @@ class Extractor:
             capture=self.settings.capture_instructions.strip(),
             additional=f"\n\nAdditional instructions:\n{additional}" if additional else "",
         )
+        if tuple(self.settings.allowed_ops) != EXTRACT_OPS:
+            allowed = [op for op in self.settings.allowed_ops if op != "supersede"]
+            system += (
+                f"\n\nOn this server only these operations are applied: {', '.join(allowed)}"
+                f"{' (forget_all counts as delete)' if 'delete' in allowed else ''}; do not propose others."
+            )
+        source = json.dumps([{"role": m.role, "content": m.content} for m in checked], ensure_ascii=False)
         return ExtractionRequest(
             user_id=user_id,
             system=system,
             messages=[{"role": "user", "content": prompt}],
             tool=tool_spec(),
             related={m.memory_id: m for m in related},
-            source=json.dumps([{"role": m.role, "content": m.content} for m in checked], ensure_ascii=False),
+            # Kept as each added memory's input and in history: credentials redacted (MEMOIR_SECRETS).
+            source=self.store.secrets.scrub(source) or "",
         )
 
     async def settle(
@@ -208,16 +282,72 @@ class Extractor:
 
         Raises `ExtractionRejected` (worth one repair round) or, with `final`, `ExtractionFailed`.
         """
+        return await self.carry_out(await self.plan(request, tool_input, final=final, raw_text=raw_text), dry_run=dry_run)
+
+    async def plan(self, request: ExtractionRequest, tool_input: Any, *, final: bool = False, raw_text: str = "") -> Plan:
+        """The checked answer, with the operations this server does not apply set aside (`skipped`)."""
         try:
             proposed = self.check(request, tool_input)
         except ExtractionRejected as exc:
             if final:
                 raise ExtractionFailed(exc.problems, tool_input if tool_input is not None else raw_text) from None
             raise
+        kept, skipped = self._filter(proposed)
+        return Plan(request, await self._expand(request, kept), skipped, tool_input)
+
+    async def carry_out(self, plan: Plan, *, dry_run: bool = False) -> ExtractionResult:
         if dry_run:
-            return ExtractionResult(operations=await self._preview(request, proposed), memories=[], dry_run=True)
-        operations, memories = await self._apply(request, proposed)
-        return ExtractionResult(operations=operations, memories=memories)
+            operations = await self._preview(plan.request, plan.operations)
+            return ExtractionResult(operations=operations, memories=[], dry_run=True, skipped=plan.skipped)
+        operations, memories = await self._apply(plan.request, plan.operations)
+        return ExtractionResult(operations=operations, memories=memories, skipped=plan.skipped)
+
+    def declined(self, plan: Plan, why: str) -> ExtractionResult:
+        """Nothing applied: every operation reported as skipped with `why`."""
+        skipped = [
+            Skipped(op=op.op, memory_id=op.memory_id, memory=self._shown(op), reason=why) for op in plan.operations
+        ]
+        return ExtractionResult(operations=[], memories=[], skipped=skipped + plan.skipped)
+
+    def _filter(self, proposed: list[ProposedOperation]) -> tuple[list[ProposedOperation], list[Skipped]]:
+        """Drop what the operator does not allow (MEMOIR_EXTRACT_OPS) and what holds a credential
+        (MEMOIR_SECRETS=refuse; with redact, the secret is replaced); scrub the reasons."""
+        allowed = self.settings.allowed_ops
+        policy = self.store.secrets
+        kept: list[ProposedOperation] = []
+        skipped: list[Skipped] = []
+        for op in proposed:
+            op = op.model_copy(update={"reason": policy.scrub(op.reason) or ""})
+            family = "delete" if op.op == "forget_all" else op.op
+            if family not in allowed:
+                skipped.append(Skipped(
+                    op=op.op, memory_id=op.memory_id, memory=self._shown(op),
+                    reason=f"this server does not let extraction {family} memories "
+                    f"(MEMOIR_EXTRACT_OPS={','.join(allowed)}); proposed because: {op.reason}",
+                ))
+                continue
+            if op.op in ("add", "update", "supersede"):
+                try:
+                    op = op.model_copy(update={
+                        "memory": policy.clean_optional(op.memory, "memory"),
+                        "topics": policy.clean_topics(op.topics),
+                    })
+                except SecretRefused as exc:
+                    skipped.append(Skipped(
+                        op=op.op, memory_id=op.memory_id, memory=self._shown(op),
+                        reason=f"{exc} (MEMOIR_SECRETS=refuse)",
+                    ))
+                    continue
+            kept.append(op)
+        return kept, skipped
+
+    @staticmethod
+    def _shown(op: ProposedOperation) -> str | None:
+        """The proposed text as it may be shown: any secret replaced by its marker."""
+        if op.memory is None:
+            return None
+        findings = scan(op.memory)
+        return redact(op.memory, findings) if findings else op.memory
 
     # -- checks -----------------------------------------------------------------------------
 

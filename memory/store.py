@@ -29,6 +29,7 @@ from .limits import Limits, now
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from .ranking import fts_match, query_terms
 from .schema import MIGRATIONS
+from .secrets import SecretsPolicy
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -99,7 +100,7 @@ class Store:
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits,
-        busy_timeout_ms: int = 10_000,
+        busy_timeout_ms: int = 10_000, secrets: SecretsPolicy | None = None,
     ) -> None:
         self._writer = writer
         self._busy_timeout_ms = busy_timeout_ms
@@ -114,6 +115,8 @@ class Store:
         self._background: set[asyncio.Future[Any]] = set()  # ROLLBACKs queued behind an abandoned BEGIN
         self.path = path
         self.limits = limits
+        # Credentials in what is written (MEMOIR_SECRETS): refused, redacted or allowed (memory/secrets.py).
+        self.secrets = secrets or SecretsPolicy()
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class Store:
         limits: Limits | None = None,
         synchronous: Synchronous = "FULL",
         busy_timeout_ms: int = 10_000,
+        secrets: SecretsPolicy | None = None,
     ) -> Store:
         """Open (creating and migrating as needed) the database at `path`."""
         path = str(path)
@@ -138,7 +142,7 @@ class Store:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader, path, limits or Limits(), busy_timeout_ms)
+        return cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets)
 
     async def close(self) -> None:
         async with self._write_lock:
@@ -255,9 +259,9 @@ class Store:
         agent_id: str | None = None,
         change: Change = Change(),
     ) -> Memory:
-        text = self.limits.memory_text(memory)
-        topic_list = self.limits.topics(topics)
-        input = self.limits.input_text(input)
+        text = self.secrets.clean(self.limits.memory_text(memory), "memory")
+        topic_list = self.limits.topics(self.secrets.clean_topics(topics))  # before lower-casing: keys are case-sensitive
+        input = self.secrets.clean_optional(self.limits.input_text(input), "input")
         added = _new_memory(user_id, text, topic_list, input, agent_id)
         # The most frequent write, and one that reads nothing first: all of it in one trip.
         await self._write_at_once(
@@ -278,8 +282,8 @@ class Store:
         self.limits.memory_id(memory_id)
         if memory is None and topics is None:
             raise InvalidArgument("memory", "give a new memory text, new topics, or both")
-        text = None if memory is None else self.limits.memory_text(memory)
-        topic_list = None if topics is None else self.limits.topics(topics)
+        text = None if memory is None else self.secrets.clean(self.limits.memory_text(memory), "memory")
+        topic_list = None if topics is None else self.limits.topics(self.secrets.clean_topics(topics))
         async with self.transaction() as db:
             return await self._update(db, user_id, memory_id, text, topic_list, change)
 
@@ -297,9 +301,9 @@ class Store:
             Edit(
                 e.op,
                 None if e.memory_id is None else self.limits.memory_id(e.memory_id),
-                None if e.memory is None else self.limits.memory_text(e.memory),
-                None if e.topics is None else self.limits.topics(e.topics),
-                self.limits.input_text(e.input),
+                None if e.memory is None else self.secrets.clean(self.limits.memory_text(e.memory), "memory"),
+                None if e.topics is None else self.limits.topics(self.secrets.clean_topics(e.topics)),
+                self.secrets.clean_optional(self.limits.input_text(e.input), "input"),
                 e.change,
             )
             for e in edits

@@ -142,7 +142,7 @@ async def import_lines(
         if not raw.strip():
             continue
         try:
-            parsed = _parse(store, raw, number, user_id, user_id or default_user, source)
+            parsed = [_guarded(store, item) for item in _parse(store, raw, number, user_id, user_id or default_user, source)]
         except InvalidArgument as exc:
             report.skipped.append(Skipped(number, str(exc)))
             continue
@@ -228,6 +228,20 @@ def _parse(store: Store, raw: str, number: int, user_id: str | None, owner: str,
         topics = limits.topics(["relation"] + [n for n in (a, b) if len(n.strip()) <= limits.topic_max_chars])
         return [_Memory(number, _derived(owner, text, topics), f"imported from {source} (relation)")]
     raise InvalidArgument("type", f"{kind!r} is not one of memoir-export, memory, history, entity, relation")
+
+
+def _guarded(store: Store, item: _Memory | _Event) -> _Memory | _Event:
+    """A memory line under MEMOIR_SECRETS like any write: with a credential it is skipped (refuse,
+    the reason naming the kind) or stored redacted. History lines are imported as recorded."""
+    if not isinstance(item, _Memory):
+        return item
+    m, policy = item.memory, store.secrets
+    cleaned = m.model_copy(update={
+        "memory": policy.clean(m.memory, "memory"),
+        "topics": policy.clean_topics(m.topics),
+        "input": policy.clean_optional(m.input, "input"),
+    })
+    return _Memory(item.line, cleaned, item.reason)
 
 
 def _text(obj: dict[str, Any], key: str, limit: int) -> str:

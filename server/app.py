@@ -16,10 +16,11 @@ from memoir.memory.llm import AnthropicProvider
 from memoir.memory.ratelimit import RateLimiter
 from memoir.memory.embeddings import load_embedder
 from memoir.memory.retrieval import Retriever
+from memoir.memory.secrets import SecretsPolicy
 from memoir.memory.vectors import VectorIndex
 from memoir.memory.store import Store
 from memoir.tools.context import AppContext, Caller
-from memoir.tools.guidance import INSTRUCTIONS
+from memoir.tools.guidance import instructions
 
 from .settings import Settings
 
@@ -27,7 +28,10 @@ from .settings import Settings
 async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) -> AppContext:
     """Open the store and everything built on it; once per process, shared by every connection."""
     settings.check()
-    store = await Store.open(settings.db_path, limits=settings.limits, synchronous=settings.synchronous)
+    store = await Store.open(
+        settings.db_path, limits=settings.limits, synchronous=settings.synchronous,
+        secrets=SecretsPolicy(settings.secrets),
+    )
     llm = None
     if settings.anthropic_api_key:
         llm = AnthropicProvider(
@@ -52,6 +56,7 @@ async def open_app(settings: Settings, caller: Callable[[], Caller] = Caller) ->
         llm=llm,
         rate_limiter=RateLimiter(settings.access.rate_per_minute, settings.access.rate_burst),
         call_timeout=settings.access.call_timeout or None,
+        tools=settings.tools,
     )
 
 
@@ -73,14 +78,19 @@ async def close_app(app: AppContext) -> None:
     await app.store.close()
 
 
-def build_server(app: AppContext, **options: Any) -> MCPServer[AppContext]:
-    """The MCP server: tools, resources and prompt over `app`.
+def build_server(
+    app: AppContext, offered: tuple[str, ...] | None = None, **options: Any
+) -> MCPServer[AppContext]:
+    """The MCP server: the `offered` tools (default: the operator's choice, `app.tools`, else all), resources and
+    prompt over `app`.
 
     `options` go to `MCPServer` as they are (server/access.py passes the token verifier and auth).
 
     The lifespan only hands out the already-open app: SSE runs it once per connection, and
     the store must outlive connections.
     """
+
+    offered = offered if offered is not None else app.tools
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
@@ -90,10 +100,10 @@ def build_server(app: AppContext, **options: Any) -> MCPServer[AppContext]:
         "memoir",
         title="memoir - long-term memory about the user",
         version=memoir.__version__,
-        instructions=INSTRUCTIONS,
+        instructions=instructions(offered),
         website_url="https://pypi.org/project/memoir-mcp/",
         lifespan=lifespan,
         **options,
     )
-    tools.register(server)
+    tools.register(server, offered or tools.TOOL_NAMES)
     return server

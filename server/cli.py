@@ -27,7 +27,7 @@ from memoir.memory.tokens import Tokens
 from memoir.tools.context import AppContext
 
 from .app import build_server, running_app
-from .settings import DEFAULT_PORT, Settings
+from .settings import DEFAULT_PORT, Settings, parse_tools
 from .stdio import run_stdio
 from .transports import exit_now, serve_http
 
@@ -89,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_overrides(transport=args.transport, host=args.host, port=args.port)
+    if args.tools is not None:
+        settings = replace(settings, tools=parse_tools(args.tools))
     if args.allow_unauthenticated:
         settings = replace(settings, access=replace(settings.access, allow_unauthenticated=True))
     async with running_app(settings) as app:
@@ -286,6 +288,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="stdio (default), sse (/sse), or http (streamable HTTP at /mcp)")
     serve.add_argument("--host", help="address to bind for sse/http (env MEMOIR_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"port for sse/http (env MEMOIR_PORT; default {DEFAULT_PORT}; 0 = any)")
+    serve.add_argument("--tools", help="the tools offered, comma-separated names or presets (all, read-only, "
+                       "no-delete) (env MEMOIR_TOOLS; default all)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve a non-loopback --host even though no token exists (env MEMOIR_ALLOW_UNAUTHENTICATED)")
     serve.set_defaults(run=_serve)

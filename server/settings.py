@@ -16,6 +16,10 @@
 | MEMOIR_EXTRACT_MAX_OPERATIONS | 50 | the most operations one extraction may apply |
 | MEMOIR_CAPTURE_INSTRUCTIONS | (built in) | replaces what the model is told to capture |
 | MEMOIR_ADDITIONAL_INSTRUCTIONS | (none) | added to the model's rules |
+| MEMOIR_SECRETS | refuse | credentials in a memory (API keys, private keys, JWTs, passwords, card numbers): `refuse` the write, `redact` them (`[REDACTED kind]`) and keep the rest, or `allow` |
+| MEMOIR_TOOLS | all | which tools are offered (as `serve --tools`): names and presets (`all`, `read-only` = search_memories,list_memories, `no-delete` = all but delete_memory and clear_memories), comma-separated |
+| MEMOIR_EXTRACT_OPS | add,update,delete,supersede | which operations extract_memories may apply; the others are reported as skipped |
+| MEMOIR_EXTRACT_CONFIRM_OVER | 3 | an extraction that would delete or supersede more memories than this asks the user first, when the client supports elicitation (`off`: never asks) |
 
 Access and limits for SSE / streamable HTTP (tokens, Host names, rate, call time, body size,
 sessions and streams per token or address, idle expiry): see
@@ -32,9 +36,10 @@ from typing import Literal
 
 from platformdirs import user_data_dir
 
-from memoir.memory.extraction import ExtractionSettings
+from memoir.memory.extraction import EXTRACT_OPS, ExtractionSettings
 from memoir.memory.limits import Limits
 from memoir.memory.llm import DEFAULT_MODEL
+from memoir.memory.secrets import MODES, Mode
 from memoir.memory.store import Synchronous
 
 from .access import AccessSettings
@@ -66,6 +71,8 @@ class Settings:
     llm_max_retries: int = 2
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    secrets: Mode = "refuse"
+    tools: tuple[str, ...] | None = None  # None: every tool (memoir.tools.select_tools makes the tuple)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +110,14 @@ class Settings:
             extraction = replace(extraction, capture_instructions=env["MEMOIR_CAPTURE_INSTRUCTIONS"])
         if env.get("MEMOIR_ADDITIONAL_INSTRUCTIONS"):
             extraction = replace(extraction, additional_instructions=env["MEMOIR_ADDITIONAL_INSTRUCTIONS"])
+        if env.get("MEMOIR_EXTRACT_OPS"):
+            extraction = replace(extraction, allowed_ops=parse_extract_ops(env["MEMOIR_EXTRACT_OPS"]))
+        if env.get("MEMOIR_EXTRACT_CONFIRM_OVER"):
+            extraction = replace(extraction, confirm_over=parse_confirm_over(env["MEMOIR_EXTRACT_CONFIRM_OVER"]))
+        if env.get("MEMOIR_SECRETS"):
+            overrides["secrets"] = env["MEMOIR_SECRETS"].strip().lower()
+        if env.get("MEMOIR_TOOLS"):
+            overrides["tools"] = parse_tools(env["MEMOIR_TOOLS"])
         overrides["extraction"] = extraction
         overrides["access"] = AccessSettings.from_env(env)
         return replace(settings, **overrides)
@@ -121,6 +136,39 @@ class Settings:
             raise ValueError(f"MEMOIR_EXTRACT_RELATED must be 1-200, not {self.extraction.related_k}")
         if not 1 <= self.extraction.max_operations <= 500:
             raise ValueError(f"MEMOIR_EXTRACT_MAX_OPERATIONS must be 1-500, not {self.extraction.max_operations}")
+        if self.secrets not in MODES:
+            raise ValueError(f"MEMOIR_SECRETS must be refuse, redact or allow, not {self.secrets!r}")
         self.access.check()
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, not {self.port}")
+
+
+def parse_tools(spec: str) -> tuple[str, ...]:
+    """MEMOIR_TOOLS / --tools: ValueError listing the valid names on an unknown one."""
+    from memoir.tools import select_tools  # the tool list belongs to the tools layer
+
+    return select_tools(spec)
+
+
+def parse_extract_ops(spec: str) -> tuple[str, ...]:
+    ops = tuple(dict.fromkeys(part.strip().lower() for part in spec.split(",") if part.strip()))
+    unknown = [op for op in ops if op not in EXTRACT_OPS]
+    if unknown or not ops:
+        raise ValueError(
+            f"MEMOIR_EXTRACT_OPS: {'unknown operation ' + ', '.join(map(repr, unknown)) if unknown else 'empty'}; "
+            f"valid: {', '.join(EXTRACT_OPS)} (comma-separated)"
+        )
+    return ops
+
+
+def parse_confirm_over(value: str) -> int | None:
+    value = value.strip().lower()
+    if value in ("off", "never", "none"):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"MEMOIR_EXTRACT_CONFIRM_OVER must be a whole number >= 0 or 'off', not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"MEMOIR_EXTRACT_CONFIRM_OVER must be a whole number >= 0 or 'off', not {value!r}")
+    return number

@@ -111,7 +111,7 @@ async def test_the_model_sees_only_the_top_k_related_memories(
     skiing = await call(llm_client, "add_memory", memory="Ava likes to ski in Colorado")
     fake_anthropic.push(tool_use({"operations": []}))
     result = await call(llm_client, "extract_memories", message="We went skiing in Colorado again")
-    assert result == {"operations": [], "memories": [], "dry_run": False}
+    assert result == {"operations": [], "memories": [], "dry_run": False, "skipped": []}
     prompt = prompt_of(fake_anthropic)
     assert skiing["memory_id"] in prompt
     assert prompt.count("id=") <= 3  # related_k=3 in this fixture, of 31 memories

@@ -123,7 +123,7 @@ class Harness:
             await self.check_user(world, user)
         elif kind == "clear":
             result = await self.call(user, "clear_memories", confirm=True)
-            assert not result.is_error and result.structured_content == {"deleted": len(mine)}
+            assert not result.is_error and result.structured_content == {"deleted": len(mine), "declined": None}
             mine.clear()
         elif kind == "read":
             target = world.pick(op[2])

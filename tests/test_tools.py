@@ -137,10 +137,10 @@ async def test_clear_empties_only_its_own_user(client: Client, app: AppContext) 
     refused = await call_error(client, "clear_memories", user_id="ava")
     assert "confirm" in refused and "true" in refused
     assert await snapshot(app) == before
-    assert await call(client, "clear_memories", confirm=True, user_id="ava") == {"deleted": 3}
+    assert await call(client, "clear_memories", confirm=True, user_id="ava") == {"deleted": 3, "declined": None}
     assert await app.store.count("ava") == 0
     assert await app.store.count("bob") == 1
-    assert await call(client, "clear_memories", confirm=True, user_id="ava") == {"deleted": 0}
+    assert await call(client, "clear_memories", confirm=True, user_id="ava") == {"deleted": 0, "declined": None}
 
 
 async def test_search_by_time_topics_and_time_range(client: Client) -> None:

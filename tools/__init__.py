@@ -29,12 +29,51 @@ TOOL_MODULES = (
     list_memories,
     clear_memories,
 )
+TOOL_NAMES = tuple(module.__name__.rsplit(".", 1)[-1] for module in TOOL_MODULES)
+
+# Named sets for MEMOIR_TOOLS / --tools, like Agno's delete_memories / clear_memories switches.
+# extract_memories can delete too: MEMOIR_EXTRACT_OPS says which of its operations may apply.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "all": TOOL_NAMES,
+    "read-only": ("search_memories", "list_memories"),
+    "no-delete": tuple(n for n in TOOL_NAMES if n not in ("delete_memory", "clear_memories")),
+}
 
 
-def register(server: MCPServer) -> None:
-    """Add every tool, resource and prompt to `server`."""
+def select_tools(spec: str) -> tuple[str, ...]:
+    """The tools a comma-separated list of names and presets offers (in TOOL_NAMES order).
+
+    Raises ValueError, in one line listing the valid names, on an unknown name or an empty list.
+    """
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item in PRESETS:
+            chosen.update(PRESETS[item])
+        elif item in TOOL_NAMES:
+            chosen.add(item)
+        else:
+            unknown.append(item)
+    valid = f"valid: {', '.join(TOOL_NAMES)}, or the presets {', '.join(PRESETS)}"
+    if unknown:
+        raise ValueError(f"MEMOIR_TOOLS / --tools: unknown tool {', '.join(map(repr, unknown))}; {valid}")
+    if not chosen:
+        raise ValueError(f"MEMOIR_TOOLS / --tools names no tool; {valid}")
+    return tuple(n for n in TOOL_NAMES if n in chosen)
+
+
+def register(server: MCPServer, offered: tuple[str, ...] = TOOL_NAMES) -> None:
+    """Add the `offered` tools (all by default) and every resource and prompt to `server`.
+
+    A tool not offered is not registered at all: tools/list does not show it and calling it
+    answers "Unknown tool".
+    """
     for module in TOOL_MODULES:
         name = module.__name__.rsplit(".", 1)[-1]
+        if name not in offered:
+            continue
         handler = getattr(module, name)
         server.add_tool(
             tool_errors(guarded(handler)),

@@ -51,6 +51,8 @@ class AppContext:
     # Per-token request rate and per-call time limit (tools/guard.py); None: unlimited.
     rate_limiter: RateLimiter | None = None
     call_timeout: float | None = None
+    # The tools the operator offers (MEMOIR_TOOLS / --tools); None: all of them.
+    tools: tuple[str, ...] | None = None
 
     @property
     def limits(self) -> Limits:

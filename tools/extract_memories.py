@@ -6,13 +6,18 @@ from typing import Annotated, Any, Literal
 
 import mcp.types as types
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.resolve import Resolve, Sample
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, ElicitationResult, Resolve, Sample
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from memoir.memory.errors import InvalidArgument
-from memoir.memory.extraction import ExtractionRejected, ExtractionRequest, ExtractionResult, Message, repair_messages
+from memoir.memory.deadline import bounded
+from memoir.memory.errors import InvalidArgument, MemoirError
+from memoir.memory.extraction import (
+    ExtractionRejected, ExtractionRequest, ExtractionResult, Message, Plan, repair_messages,
+)
 
+from . import confirm as asking
 from . import sampling
 from .context import app_context
 from .fields import UserId
@@ -86,9 +91,66 @@ async def _repair(
     return {"answer": proposed}
 
 
+# Two more, run only when the user may have to confirm (the client can be asked, it is not a dry
+# run, and MEMOIR_EXTRACT_CONFIRM_OVER is set): the answer as a plan, then the question when the
+# plan deletes or supersedes more memories than the threshold. With an API key the model is asked
+# here; on 2026-07-28 connections this runs again once the user answered, so an answer waiting for
+# confirmation is kept (Extractor.keep_awaiting) and reused rather than asked for anew.
+
+
+async def _plan(
+    ctx: Context,
+    sampled: Annotated[Any, Resolve(_repair)],
+    message: MessageArg = None,
+    messages: MessagesArg = None,
+    user_id: UserId = None,
+    dry_run: DryRunArg = False,
+) -> Plan | None:
+    app = app_context(ctx)
+    threshold = app.extractor.settings.confirm_over
+    if dry_run or threshold is None or not asking.can_ask(ctx):
+        return None
+    try:
+        request = await _request(ctx, message, messages, user_id)
+        if sampled is None:  # the configured API model
+            key = app.extractor.question_key(request)
+            kept = app.extractor.awaiting(key)
+            if kept is not None:
+                plan = await app.extractor.plan(request, kept, final=True)
+            else:
+                async with bounded(app.call_timeout):
+                    plan = await app.extractor.propose(request, app.llm)  # type: ignore[arg-type]
+                if plan.destructive > threshold:
+                    app.extractor.keep_awaiting(key, plan.answer)
+            return plan
+        if isinstance(sampled, dict):
+            return await app.extractor.plan(request, sampled["answer"], final=True)
+        proposed, text = sampling.tool_input(sampled, request.tool)
+        return await app.extractor.plan(request, proposed, final=True, raw_text=text)
+    except MemoirError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+async def _confirm(ctx: Context, plan: Annotated[Plan | None, Resolve(_plan)]) -> Elicit[asking.Confirmation] | None:
+    app = app_context(ctx)
+    threshold = app.extractor.settings.confirm_over
+    if plan is None or threshold is None or plan.destructive <= threshold:
+        return None
+    deletes = plan.destructive
+    adds = len(plan.operations) - deletes
+    return Elicit(
+        f"memoir's memory manager wants to delete {deletes} memories of user '{plan.request.user_id}'"
+        + (f" (and apply {adds} other changes)" if adds else "")
+        + ". Go ahead? If not, nothing is changed.",
+        asking.Confirmation,
+    )
+
+
 async def extract_memories(
     ctx: Context,
     sampled: Annotated[Any, Resolve(_repair)],
+    planned: Annotated[Plan | None, Resolve(_plan)],
+    asked: Annotated[ElicitationResult[asking.Confirmation], Resolve(_confirm)],
     message: MessageArg = None,
     messages: MessagesArg = None,
     user_id: UserId = None,
@@ -108,9 +170,19 @@ async def extract_memories(
                                  {"role": "assistant", "content": "Nice to meet you, Jane!"},
                                  {"role": "user", "content": "Please forget that I smoke"}])
 
-    Returns the operations applied and the memories added or updated.
+    An extraction that would delete many memories asks the user first when the host can ask;
+    if they do not agree, nothing is changed. Operations this server does not apply (the
+    operator's choice, or text holding a password or key) come back in `skipped` with the reason.
+
+    Returns the operations applied, the memories added or updated, and what was skipped.
     """
     app = app_context(ctx)
+    if planned is not None:
+        app.extractor.awaiting(app.extractor.question_key(planned.request), pop=True)  # answered: drop it
+        refused = asking.answer(asked)
+        if refused is not None:
+            return app.extractor.declined(planned, f"{refused}; nothing was changed")
+        return await app.extractor.carry_out(planned)
     if sampled is None:  # the configured API model, called here
         user = app.user(user_id)
         return await app.extractor.extract(user, _messages(message, messages), app.llm, dry_run=dry_run)  # type: ignore[arg-type]

@@ -25,6 +25,17 @@ user did not share as part of their own life.
 """
 
 
+def instructions(offered: tuple[str, ...] | None = None) -> str:
+    """The instructions, told which tools this server offers when the operator chose a subset (MEMOIR_TOOLS)."""
+    if offered is None or set(offered) >= {"add_memory", "update_memory", "delete_memory", "search_memories",
+                                           "extract_memories", "list_memories", "clear_memories"}:
+        return INSTRUCTIONS
+    return INSTRUCTIONS + (
+        f"On this server the operator offers only: {', '.join(offered)}. Use only those; the others "
+        "described above are not available here.\n"
+    )
+
+
 def remember(conversation_topic: str = "") -> list[UserMessage]:
     """How to use memoir's tools to remember the user across conversations."""
     focus = f" Pay attention to what concerns {conversation_topic}." if conversation_topic else ""
