@@ -95,9 +95,10 @@ async def extract_memories(
     dry_run: DryRunArg = False,
 ) -> ExtractionResult:
     """Hand a message or a conversation to memoir's memory manager (an LLM), which decides what
-    to remember about the user: it adds new facts, updates memories the conversation changes,
-    and deletes what the user retracts or asks to forget - each with a reason, recorded in
-    history. Give exactly one of `message` or `messages`.
+    to remember about the user: it adds new facts, corrects memories that were wrong (update),
+    supersedes memories the world has changed (the old fact is kept as history, valid until
+    the new one's valid_from), and deletes what the user retracts or asks to forget - each
+    with a reason, recorded in history. Give exactly one of `message` or `messages`.
 
     It sees only the user's related memories, so the cost of one call stays bounded. Use
     dry_run=true to see the operations without applying them.
@@ -108,7 +109,8 @@ async def extract_memories(
                                  {"role": "assistant", "content": "Nice to meet you, Jane!"},
                                  {"role": "user", "content": "Please forget that I smoke"}])
 
-    Returns the operations applied and the memories added or updated.
+    Returns the operations applied (a supersede names the retired memory_id and the new
+    memory's id as superseded_by) and the memories added or updated.
     """
     app = app_context(ctx)
     if sampled is None:  # the configured API model, called here
