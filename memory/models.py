@@ -56,10 +56,18 @@ class Memory(PlainSchema):
     created_at: str = Field(description="UTC, ISO-8601.")
     updated_at: str = Field(description="UTC, ISO-8601.")
     valid_from: str = Field(description="When the fact became true (UTC, ISO-8601); by default when it was stored.")
+    # Present only on a superseded memory (absent: current). Every output property costs a client
+    # time to validate: two always-null ones made a 10-result search ~0.4 ms slower over stdio.
     valid_to: str | None = Field(
-        default=None, description="When it stopped being true: null while current, set when another memory superseded it."
+        default=None,
+        description="When it stopped being true (another memory superseded it); absent while current.",
+        exclude_if=lambda value: value is None,
     )
-    superseded_by: str | None = Field(default=None, description="The memory_id of the memory that superseded it.")
+    superseded_by: str | None = Field(
+        default=None,
+        description="The memory_id of the memory that superseded it; absent while current.",
+        exclude_if=lambda value: value is None,
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -54,7 +54,7 @@ async def add_memory(
       add_memory(memory="Ava is allergic to peanuts", topics=["health", "food"])
       add_memory(memory="Ava lives in Denver", topics=["home"], supersedes="3f9a1c2b7d4e", valid_from="2026-03-01")
 
-    Returns the stored memory with its memory_id (and valid_from; valid_to stays null while current).
+    Returns the stored memory with its memory_id and valid_from.
     """
     app = app_context(ctx)
     return await app.store.add(

@@ -36,7 +36,8 @@ async def list_memories(
     When next_cursor is not null, call again with cursor=next_cursor (and the same other
     arguments) for the next page. Memories superseded by a newer fact are left out; as_of
     lists what was valid at that moment instead, include_superseded=true lists both. Each
-    memory carries valid_from, valid_to (null while current) and superseded_by.
+    memory carries valid_from; a superseded one also valid_to and superseded_by (absent on
+    current memories).
 
     Examples:
       list_memories()

@@ -123,7 +123,8 @@ async def search_memories(
     Only current memories are returned: one superseded by a newer fact (add_memory with
     supersedes) is left out. as_of returns what was valid at a past moment instead
     (valid_from <= as_of < valid_to); include_superseded=true returns both. Every result
-    carries valid_from, valid_to (null while current) and superseded_by.
+    carries valid_from; a superseded one also valid_to and superseded_by (absent on current
+    memories).
 
     max_tokens caps the memory text returned, for putting it in a prompt: a memory counts a
     quarter token per ASCII character (rounded up) plus one per other character (accents, CJK,
