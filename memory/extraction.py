@@ -3,7 +3,9 @@
 The model sees the new messages and only the user's *related* memories (the top K by search,
 K from settings), never the whole store, so the input of one call stays flat however many
 memories the user has. It answers by calling one tool whose schema allows only add / update /
-delete operations (plus `forget_all` for "forget everything about me"), each with a reason.
+supersede / delete operations (plus `forget_all` for "forget everything about me"), each with a
+reason. `update` corrects a memory that was wrong; `supersede` records that the world changed:
+a new memory replaces the old one, which stays as history (store.add's `supersedes`).
 
 Every operation is checked before anything is written: ids must be memories of that user,
 texts and topics must be within the limits, the count within the cap. A reply that fails the
@@ -33,8 +35,9 @@ from .limits import Limits
 from .llm import LLMBadOutput, LLMProvider, ToolSpec, Usage
 from .models import Memory, PlainSchema
 from .retrieval import Retriever
+from .limits import now
 from .secrets import redact, scan
-from .store import Change, Edit
+from .store import Change, Edit, Filters, check_valid_from
 
 DEFAULT_CAPTURE_INSTRUCTIONS = """\
 Capture lasting facts about the user that will help personalise future conversations: who they
@@ -45,7 +48,7 @@ passwords, or facts that only concern other people."""
 
 SYSTEM_PROMPT = """\
 You maintain a long-term memory about one user. From the new conversation, decide which
-memories to add, update or delete.
+memories to add, update, supersede or delete.
 
 What to capture:
 {capture}
@@ -54,8 +57,13 @@ Rules:
 - One fact per memory, phrased so it stands on its own in the third person
   (e.g. "Ava likes to ski", "Ava moved to Denver in 2024"); use the user's name if known,
   otherwise "The user".
-- If a new fact changes or refines an existing memory, UPDATE that memory (by its id) instead of
-  adding a second one. If the user contradicts or retracts a memory, update or delete it.
+- If the world changed - an existing memory WAS true but no longer is (the user moved, changed
+  jobs, ended a relationship) - SUPERSEDE it: give its id and the new fact; the old one is kept
+  as history. Give valid_from (ISO-8601, e.g. "2026-03-01") when the user says when it
+  changed, else omit it.
+- If an existing memory was wrong or imprecise all along (a correction, a misheard detail, a
+  refinement), UPDATE it (by its id) instead of adding a second one. If the user retracts a
+  memory, delete it.
 - If the user asks to forget something, DELETE the matching memories. If the user asks to forget
   everything about them, use one `forget_all` operation.
 - Never repeat a fact that an existing memory already states.
@@ -66,17 +74,22 @@ Rules:
 TOOL_NAME = "record_memory_operations"
 
 # The operations extraction may apply (MEMOIR_EXTRACT_OPS chooses among them). `forget_all`
-# counts as delete; `supersede` is accepted here so the setting can name it once that op lands.
+# counts as delete.
 EXTRACT_OPS = ("add", "update", "delete", "supersede")
 
 
 class ProposedOperation(BaseModel):
     """One operation as the model proposes it."""
 
-    op: Literal["add", "update", "delete", "forget_all"]
-    memory_id: str | None = Field(default=None, description="The existing memory's id (update, delete).")
-    memory: str | None = Field(default=None, description="The fact, standing on its own (add, update).")
+    op: Literal["add", "update", "supersede", "delete", "forget_all"]
+    memory_id: str | None = Field(
+        default=None, description="The existing memory's id (update, delete; supersede: the memory that is no longer true)."
+    )
+    memory: str | None = Field(default=None, description="The fact, standing on its own (add, update, supersede).")
     topics: list[str] = Field(default_factory=list, description="1-4 short lower-case topics.")
+    valid_from: str | None = Field(
+        default=None, description="add, supersede: since when the fact holds (ISO-8601), if the user said; else omit."
+    )
     reason: str = Field(description="Why, in one sentence.")
 
 
@@ -87,11 +100,17 @@ class ProposedOperations(BaseModel):
 class Operation(PlainSchema):
     """One operation as applied (or, in a dry run, as it would be applied)."""
 
-    op: Literal["add", "update", "delete"]
-    memory_id: str | None = Field(default=None, description="Null for an add in a dry run.")
+    op: Literal["add", "update", "supersede", "delete"]
+    memory_id: str | None = Field(
+        default=None, description="Null for an add in a dry run; for a supersede, the memory it retires."
+    )
     memory: str
     topics: list[str]
     reason: str
+    superseded_by: str | None = Field(
+        default=None, description="supersede: the new memory's id (null in a dry run)."
+    )
+    valid_from: str | None = Field(default=None, description="add, supersede: since when the new fact holds.")
 
 
 class Skipped(PlainSchema):
@@ -253,7 +272,7 @@ class Extractor:
             additional=f"\n\nAdditional instructions:\n{additional}" if additional else "",
         )
         if tuple(self.settings.allowed_ops) != EXTRACT_OPS:
-            allowed = [op for op in self.settings.allowed_ops if op != "supersede"]
+            allowed = list(self.settings.allowed_ops)
             system += (
                 f"\n\nOn this server only these operations are applied: {', '.join(allowed)}"
                 f"{' (forget_all counts as delete)' if 'delete' in allowed else ''}; do not propose others."
@@ -395,16 +414,31 @@ class Extractor:
                 f"{len(proposed)} operations is over the cap of {self.settings.max_operations}; keep the most important"
             )
         touched: set[str] = set()
+        stamp = now()
         for i, op in enumerate(proposed):
             where = f"operations[{i}] ({op.op})"
-            if op.op in ("update", "delete"):
+            if op.op in ("update", "delete", "supersede"):
                 if not op.memory_id or op.memory_id not in request.related:
                     problems.append(f"{where}: memory_id {op.memory_id!r} is not one of the existing memories listed")
                 elif op.memory_id in touched:
                     problems.append(f"{where}: memory_id {op.memory_id!r} is changed twice")
                 else:
                     touched.add(op.memory_id)
-            if op.op in ("add", "update"):
+            if op.valid_from is not None:
+                if op.op not in ("add", "supersede"):
+                    problems.append(f"{where}: valid_from is only for add and supersede; leave it out")
+                else:
+                    try:
+                        valid_from = check_valid_from(op.valid_from, stamp)
+                        old = request.related.get(op.memory_id or "") if op.op == "supersede" else None
+                        if old is not None and valid_from is not None and valid_from < old.valid_from:
+                            problems.append(
+                                f"{where}.valid_from: {valid_from} is before {old.valid_from}, when memory "
+                                f"{op.memory_id!r} became valid; give a later time or omit it"
+                            )
+                    except InvalidArgument as exc:
+                        problems.append(f"{where}.{exc}")
+            if op.op in ("add", "update", "supersede"):
                 try:
                     self.limits.memory_text(op.memory or "", f"{where}.memory")
                 except InvalidArgument as exc:
@@ -431,7 +465,9 @@ class Extractor:
         everything: list[ProposedOperation] = []
         cursor = None
         while True:
-            page = await self.store.list(request.user_id, limit=self.limits.list_limit_max, cursor=cursor)
+            page = await self.store.list(
+                request.user_id, limit=self.limits.list_limit_max, cursor=cursor, filters=Filters(include_superseded=True)
+            )
             for m in page.memories:
                 request.related.setdefault(m.memory_id, m)
                 everything.append(ProposedOperation(op="delete", memory_id=m.memory_id, reason=reason))
@@ -444,10 +480,15 @@ class Extractor:
         for op in await self._expand(request, proposed):
             if op.op == "add":
                 out.append(Operation(op="add", memory=self.limits.memory_text(op.memory or ""),
-                                     topics=self.limits.topics(op.topics), reason=op.reason))
+                                     topics=self.limits.topics(op.topics), reason=op.reason,
+                                     valid_from=check_valid_from(op.valid_from, now())))
             elif op.op == "update":
                 out.append(Operation(op="update", memory_id=op.memory_id, memory=self.limits.memory_text(op.memory or ""),
                                      topics=self.limits.topics(op.topics), reason=op.reason))
+            elif op.op == "supersede":
+                out.append(Operation(op="supersede", memory_id=op.memory_id, memory=self.limits.memory_text(op.memory or ""),
+                                     topics=self.limits.topics(op.topics), reason=op.reason,
+                                     valid_from=check_valid_from(op.valid_from, now())))
             else:
                 old = request.related[op.memory_id]  # type: ignore[index]
                 out.append(Operation(op="delete", memory_id=old.memory_id, memory=old.memory, topics=old.topics,
@@ -464,15 +505,24 @@ class Extractor:
                 memory_id=op.memory_id,
                 memory=op.memory if op.op != "delete" else None,
                 # An update that gives no topics keeps the memory's own.
-                topics=op.topics if op.op == "add" or op.topics else None,
-                input=request.source[: self.limits.input_max_chars] if op.op == "add" else None,
+                topics=op.topics if op.op in ("add", "supersede") or op.topics else None,
+                input=request.source[: self.limits.input_max_chars] if op.op in ("add", "supersede") else None,
                 change=Change(actor="extraction", reason=op.reason, source=request.source),
+                valid_from=op.valid_from if op.op in ("add", "supersede") else None,
             )
             for op in operations
         ]
         results = await self.store.apply(request.user_id, edits)
         applied = [
-            Operation(op=op.op, memory_id=m.memory_id, memory=m.memory, topics=m.topics, reason=op.reason)  # type: ignore[arg-type]
+            Operation(
+                op=op.op,  # type: ignore[arg-type]
+                memory_id=op.memory_id if op.op == "supersede" else m.memory_id,
+                memory=m.memory,
+                topics=m.topics,
+                reason=op.reason,
+                superseded_by=m.memory_id if op.op == "supersede" else None,
+                valid_from=m.valid_from if op.op in ("add", "supersede") else None,
+            )
             for op, m in zip(operations, results)
         ]
         memories = [m for op, m in zip(operations, results) if op.op != "delete"]

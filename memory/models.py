@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, GetJsonSchemaHandler
+from pydantic import BaseModel, Field, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -55,6 +55,27 @@ class Memory(PlainSchema):
     agent_id: str | None = None
     created_at: str = Field(description="UTC, ISO-8601.")
     updated_at: str = Field(description="UTC, ISO-8601.")
+    valid_from: str = Field(description="When the fact became true (UTC, ISO-8601); by default when it was stored.")
+    # Present only on a superseded memory (absent: current). Every output property costs a client
+    # time to validate: two always-null ones made a 10-result search ~0.4 ms slower over stdio.
+    valid_to: str | None = Field(
+        default=None,
+        description="When it stopped being true (another memory superseded it); absent while current.",
+        exclude_if=lambda value: value is None,
+    )
+    superseded_by: str | None = Field(
+        default=None,
+        description="The memory_id of the memory that superseded it; absent while current.",
+        exclude_if=lambda value: value is None,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_from_defaults_to_created_at(cls, data: Any) -> Any:
+        # Memories recorded before validity existed (history events, older exports) have none.
+        if isinstance(data, dict) and data.get("valid_from") is None and "created_at" in data:
+            data = {**data, "valid_from": data["created_at"]}
+        return data
 
 
 class ScoredMemory(Memory):
@@ -76,6 +97,11 @@ class HistoryEvent(PlainSchema):
     reason: str | None = None
     source: str | None = Field(default=None, description="What prompted the change (e.g. the extracted messages).")
     undoes: int | None = Field(default=None, description="The event this one reverted, for undo events.")
+    part_of: int | None = Field(
+        default=None,
+        description="The first event of the change this one belongs to (e.g. the add that superseded this "
+        "memory); undo reverts such events together.",
+    )
     created_at: str
 
 

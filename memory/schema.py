@@ -151,6 +151,26 @@ MIGRATIONS: list[str] = [
         grant_id     TEXT                          -- set once exchanged; a second use revokes that grant
     );
     """,
+    # 6: validity in time. A memory holds from `valid_from` (by default when it was written) until
+    # `valid_to`, NULL while it is current; superseding it ("Ava moved to Denver") sets both
+    # `valid_to` and `superseded_by` (the successor's memory_id). History events that make up one
+    # change (a memory added and the one it supersedes retired) share `part_of`: the first event's
+    # id, set on the others; undo reverts them together.
+    #
+    # Current memories are the common case and superseded ones few, so the (user_id, created_at)
+    # index keeps serving listings (superseded rows are skipped as they are met), and a small
+    # partial index holds only the superseded rows: keyword search subtracts them, and deleting a
+    # memory finds the one it superseded, without touching the current ones. Adds write no more
+    # index entries than before.
+    """
+    ALTER TABLE memories ADD COLUMN valid_from TEXT;       -- ISO-8601 UTC; NULL only before this migration
+    ALTER TABLE memories ADD COLUMN valid_to TEXT;         -- NULL while current
+    ALTER TABLE memories ADD COLUMN superseded_by TEXT;    -- memory_id of the successor; set with valid_to
+    UPDATE memories SET valid_from = created_at;
+    CREATE INDEX memories_superseded ON memories (user_id, superseded_by) WHERE valid_to IS NOT NULL;
+
+    ALTER TABLE history ADD COLUMN part_of INTEGER REFERENCES history (event_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -25,7 +26,7 @@ import aiosqlite
 
 from .deadline import commit_point
 from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
-from .limits import Limits, now
+from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from .ranking import fts_match, query_terms
 from .schema import MIGRATIONS
@@ -33,7 +34,14 @@ from .secrets import SecretsPolicy
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
-_MEMORY_COLUMNS = "m.id, m.memory_id, m.user_id, m.memory, m.topics, m.input, m.agent_id, m.created_at, m.updated_at"
+_MEMORY_COLUMNS = (
+    "m.id, m.memory_id, m.user_id, m.memory, m.topics, m.input, m.agent_id, m.created_at, m.updated_at,"
+    " m.valid_from, m.valid_to, m.superseded_by"
+)
+
+# How far ahead of the server's clock a `valid_from` may be: a client's clock may run a little
+# fast, but a fact that starts later is not yet true (add it when it is).
+VALID_FROM_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -49,39 +57,72 @@ class Change:
 class Changed:
     """A memory that a committed transaction added, changed the text of, or deleted (text None).
 
-    `appended` marks a new memory, which comes last in its user's timeline.
+    `appended` marks a new memory, which comes last in its user's timeline. `retired` marks a
+    change of validity only (the text is unchanged): True when the memory was superseded, False
+    when it became current again.
     """
 
     user_id: str
     memory_id: str
     text: str | None
     appended: bool = False
+    retired: bool | None = None
 
 
 @dataclass(frozen=True)
 class Edit:
     """One change in a batch applied by `Store.apply` (add: memory; update: memory_id and memory
-    and/or topics; delete: memory_id)."""
+    and/or topics; delete: memory_id; supersede: memory_id of the memory it replaces, memory, and
+    optionally valid_from)."""
 
-    op: Literal["add", "update", "delete"]
+    op: Literal["add", "update", "delete", "supersede"]
     memory_id: str | None = None
     memory: str | None = None
     topics: Sequence[str] | None = None
     input: str | None = None
     change: Change = Change()
+    valid_from: str | None = None
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Restrictions every search and listing honours."""
+    """Restrictions every search and listing honours.
+
+    Validity: by default only current memories (`valid_to` null); `as_of` (a normalised time)
+    gives those valid at that moment (`valid_from <= as_of < valid_to`, an open end counting as
+    still valid); `include_superseded` gives every memory. The two are exclusive.
+    """
 
     topics: tuple[str, ...] = ()
     created_after: str | None = None
     created_before: str | None = None
+    as_of: str | None = None
+    include_superseded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.as_of is not None and self.include_superseded:
+            raise InvalidArgument(
+                "include_superseded",
+                "cannot be combined with as_of (as_of already chooses which memories were valid); give one of them",
+            )
+
+    @property
+    def current_only(self) -> bool:
+        return self.as_of is None and not self.include_superseded
+
+    @property
+    def narrows(self) -> bool:
+        """Whether anything but "current or not" restricts the memories (needs their columns)."""
+        return bool(self.topics or self.created_after or self.created_before or self.as_of)
 
     def sql(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        if self.as_of is not None:
+            clauses.append("m.valid_from <= ? AND (m.valid_to IS NULL OR m.valid_to > ?)")
+            params += [self.as_of, self.as_of]
+        elif not self.include_superseded:
+            clauses.append("m.valid_to IS NULL")
         if self.topics:
             marks = ", ".join("?" * len(self.topics))
             clauses.append(f"EXISTS (SELECT 1 FROM json_each(m.topics) WHERE json_each.value IN ({marks}))")
@@ -258,11 +299,25 @@ class Store:
         input: str | None = None,
         agent_id: str | None = None,
         change: Change = Change(),
+        supersedes: str | None = None,
+        valid_from: str | None = None,
     ) -> Memory:
+        """Add a memory. `valid_from`: since when the fact holds (ISO-8601; default now).
+        `supersedes`: the memory_id of the user's current memory that this one replaces because
+        the world changed; it is retired (valid_to = this one's valid_from, superseded_by = this
+        one) in the same transaction, and undoing the add brings it back."""
         text = self.secrets.clean(self.limits.memory_text(memory), "memory")
         topic_list = self.limits.topics(self.secrets.clean_topics(topics))  # before lower-casing: keys are case-sensitive
         input = self.secrets.clean_optional(self.limits.input_text(input), "input")
-        added = _new_memory(user_id, text, topic_list, input, agent_id)
+        stamp = now()
+        valid_from = check_valid_from(valid_from, stamp)
+        if supersedes is not None:
+            self.limits.memory_id(supersedes, "supersedes")
+            async with self.transaction() as db:
+                return await self._insert(
+                    db, user_id, text, topic_list, input, agent_id, change, valid_from=valid_from, supersedes=supersedes
+                )
+        added = _new_memory(user_id, text, topic_list, input, agent_id, valid_from, stamp)
         # The most frequent write, and one that reads nothing first: all of it in one trip.
         await self._write_at_once(
             [insert_statement(added), event_statement(added.memory_id, user_id, "add", None, added, change, added.created_at)],
@@ -295,8 +350,9 @@ class Store:
     async def apply(self, user_id: str, edits: Sequence[Edit]) -> list[Memory]:
         """Apply several changes in one transaction: all of them, or (on any error) none.
 
-        Returns, per edit, the memory after it (add, update) or as it was (delete).
+        Returns, per edit, the memory after it (add, update, supersede: the new one) or as it was (delete).
         """
+        stamp = now()
         checked = [
             Edit(
                 e.op,
@@ -305,16 +361,22 @@ class Store:
                 None if e.topics is None else self.limits.topics(self.secrets.clean_topics(e.topics)),
                 self.secrets.clean_optional(self.limits.input_text(e.input), "input"),
                 e.change,
+                check_valid_from(e.valid_from, stamp),
             )
             for e in edits
         ]
         out: list[Memory] = []
         async with self.transaction() as db:
             for e in checked:
-                if e.op == "add":
+                if e.op in ("add", "supersede"):
+                    if e.op == "supersede" and e.memory_id is None:
+                        raise InvalidArgument("memory_id", "is required to supersede a memory: the one it replaces")
                     if e.memory is None:
-                        raise InvalidArgument("memory", "is required to add a memory")
-                    out.append(await self._insert(db, user_id, e.memory, list(e.topics or []), e.input, None, e.change))
+                        raise InvalidArgument("memory", f"is required to {e.op} a memory")
+                    out.append(await self._insert(
+                        db, user_id, e.memory, list(e.topics or []), e.input, None, e.change,
+                        valid_from=e.valid_from, supersedes=e.memory_id if e.op == "supersede" else None,
+                    ))
                 elif e.op == "update":
                     topics = None if e.topics is None else list(e.topics)
                     out.append(await self._update(db, user_id, e.memory_id or "", e.memory, topics, e.change))
@@ -355,33 +417,56 @@ class Store:
             return deleted
 
     async def undo(self, event_id: int, *, user_id: str | None = None, change: Change | None = None) -> HistoryEvent:
-        """Revert one recorded change, as a new change of its own. The memory must not have changed since."""
+        """Revert one recorded change, as a new change of its own. The memory must not have changed since.
+
+        Events that make up one change (`part_of`: an add and the memory it superseded retired; a
+        delete and the memory it made current again) are reverted together, latest first, and
+        the undo events are linked the same way. Returns the event that reverted `event_id`.
+        """
         async with self.transaction() as db:
             row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (event_id,))
             if row is None or (user_id is not None and row["user_id"] != user_id):
                 raise EventNotFound(event_id, user_id)
-            event = _event(row)
+            first = row["part_of"] or event_id
+            group = [
+                _event(r)
+                for r in await _fetchall(
+                    db, "SELECT * FROM history WHERE event_id = ? OR part_of = ? ORDER BY event_id", (first, first)
+                )
+            ]
             change = change or Change(actor="undo")
-            change = Change(change.actor, change.reason or f"undo of event {event_id}", change.source)
-            current = await self._get(db, event.user_id, event.memory_id)
-            if event.after is not None and not _same(current, event.after):
-                raise CannotUndo(
-                    f"memory '{event.memory_id}' has changed since event {event_id}; "
-                    "undo its later events first (see its history)"
-                )
-            if event.after is None and current is not None:
-                raise CannotUndo(f"memory '{event.memory_id}' exists again; nothing to restore")
-            if event.before is None:  # an add (or restore) undone: remove it
-                new_id = await self._delete(db, event.user_id, event.memory_id, "delete", change, undoes=event_id)
-            elif event.after is None:  # a delete or clear undone: put it back as it was
-                new_id = await self._restore(db, event.before, change, undoes=event_id)
-            else:  # an update undone: set the earlier text and topics again
-                await self._update(
-                    db, event.user_id, event.memory_id, event.before.memory, event.before.topics, change, undoes=event_id
-                )
-                new_id = await _last_event_id(db)
-            row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (new_id,))
+            reverted: dict[int, int] = {}
+            head: int | None = None
+            for event in reversed(group):
+                why = Change(change.actor, change.reason or f"undo of event {event.event_id}", change.source)
+                reverted[event.event_id] = await self._undo_one(db, event, why, head)
+                head = head or reverted[event.event_id]
+            row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (reverted[event_id],))
             return _event(row)
+
+    async def _undo_one(self, db: aiosqlite.Connection, event: HistoryEvent, change: Change, part_of: int | None) -> int:
+        event_id = event.event_id
+        current = await self._get(db, event.user_id, event.memory_id)
+        if event.after is not None and not _same(current, event.after):
+            raise CannotUndo(
+                f"memory '{event.memory_id}' has changed since event {event_id}; "
+                "undo its later events first (see its history)"
+            )
+        if event.after is None and current is not None:
+            raise CannotUndo(f"memory '{event.memory_id}' exists again; nothing to restore")
+        if event.before is None:  # an add (or restore) undone: remove it
+            return await self._delete(db, event.user_id, event.memory_id, "delete", change, event_id, part_of)
+        if event.after is None:  # a delete or clear undone: put it back as it was
+            return await self._restore(db, event.before, change, event_id, part_of)
+        # an update undone: set the earlier text and topics, or the earlier validity, again
+        before, after = event.before, event.after
+        if (before.valid_to, before.superseded_by) != (after.valid_to, after.superseded_by):
+            await self._set_validity(
+                db, current, before.valid_to, before.superseded_by, change, event_id, part_of  # type: ignore[arg-type]
+            )
+        else:
+            await self._update(db, event.user_id, event.memory_id, before.memory, before.topics, change, event_id, part_of)
+        return await _last_event_id(db)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -460,7 +545,10 @@ class Store:
         terms = query_terms(query)
         if not terms:
             return []
-        where, params = filters.sql()
+        # Only "current or not" to decide: rank in the index alone and subtract the superseded
+        # rows there (few, read from their partial index). Other filters join every match.
+        where, params = filters.sql() if filters.narrows else ("", [])
+        retired = filters.current_only and not filters.narrows
         fts = fts_table(user_id)
 
         async def read(check_pending: bool) -> _KeywordRead:
@@ -468,7 +556,7 @@ class Store:
             # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
             return await _in_thread(
                 self._reader, _keyword_read,
-                user_id, fts, terms, columns, limit, where, params, self._index_stats.get(fts), check_pending,
+                user_id, fts, terms, columns, limit, where, params, self._index_stats.get(fts), check_pending, retired,
             )
 
         found = await read(check_pending=True)
@@ -599,12 +687,70 @@ class Store:
         input: str | None,
         agent_id: str | None,
         change: Change,
+        *,
+        valid_from: str | None = None,
+        supersedes: str | None = None,
     ) -> Memory:
-        memory = _new_memory(user_id, text, topics, input, agent_id)
+        memory = _new_memory(user_id, text, topics, input, agent_id, valid_from)
+        old = None if supersedes is None else await self._supersedable(db, user_id, supersedes, memory.valid_from)
         await db.execute(*insert_statement(memory))
         self._changes.append(Changed(user_id, memory.memory_id, memory.memory, appended=True))
-        await record_event(db, event_statement(memory.memory_id, user_id, "add", None, memory, change, memory.created_at))
+        added = await record_event(
+            db, event_statement(memory.memory_id, user_id, "add", None, memory, change, memory.created_at)
+        )
+        if old is not None:
+            why = f"superseded by memory '{memory.memory_id}'" + (f": {change.reason}" if change.reason else "")
+            await self._set_validity(
+                db, old, memory.valid_from, memory.memory_id, Change(change.actor, why, change.source), part_of=added
+            )
         return memory
+
+    async def _supersedable(self, db: aiosqlite.Connection, user_id: str, memory_id: str, valid_from: str) -> Memory:
+        """The user's current memory `memory_id`, which a memory valid from `valid_from` may supersede."""
+        old = await self._get(db, user_id, memory_id)
+        if old is None:
+            raise InvalidArgument(
+                "supersedes",
+                f"no memory '{memory_id}' for user '{user_id}'; pass the memory_id of the user's current memory "
+                "that the new one replaces (search_memories or list_memories show them)",
+            )
+        if old.valid_to is not None:
+            raise InvalidArgument(
+                "supersedes",
+                f"memory '{memory_id}' was already superseded by '{old.superseded_by}' (valid until {old.valid_to}); "
+                f"a memory is superseded only once: supersede '{old.superseded_by}' instead, "
+                "or correct the old one with update_memory",
+            )
+        if valid_from < old.valid_from:
+            raise InvalidArgument(
+                "valid_from",
+                f"{valid_from} is before {old.valid_from}, when memory '{memory_id}' (the one it supersedes) became "
+                "valid; a successor starts at or after its predecessor: give a later valid_from, or omit it (now)",
+            )
+        return old
+
+    async def _set_validity(
+        self,
+        db: aiosqlite.Connection,
+        before: Memory,
+        valid_to: str | None,
+        superseded_by: str | None,
+        change: Change,
+        undoes: int | None = None,
+        part_of: int | None = None,
+    ) -> Memory:
+        """Retire a memory (valid_to and superseded_by set) or make it current again (both None),
+        recorded as an update of that memory."""
+        stamp = now()
+        after = before.model_copy(update={"valid_to": valid_to, "superseded_by": superseded_by, "updated_at": stamp})
+        await db.execute(
+            "UPDATE memories SET valid_to = ?, superseded_by = ?, updated_at = ? WHERE memory_id = ?",
+            (valid_to, superseded_by, stamp, before.memory_id),
+        )
+        self._changes.append(Changed(before.user_id, before.memory_id, before.memory, retired=valid_to is not None))
+        event = event_statement(before.memory_id, before.user_id, "update", before, after, change, stamp, undoes, part_of)
+        await record_event(db, event)
+        return after
 
     async def _update(
         self,
@@ -615,6 +761,7 @@ class Store:
         topics: list[str] | None,
         change: Change,
         undoes: int | None = None,
+        part_of: int | None = None,
     ) -> Memory:
         before = await self._existing(db, user_id, memory_id)
         stamp = now()
@@ -631,7 +778,7 @@ class Store:
         )
         if after.memory != before.memory:
             self._changes.append(Changed(user_id, memory_id, after.memory))
-        await record_event(db, event_statement(memory_id, user_id, "update", before, after, change, stamp, undoes))
+        await record_event(db, event_statement(memory_id, user_id, "update", before, after, change, stamp, undoes, part_of))
         return after
 
     async def _delete(
@@ -642,17 +789,31 @@ class Store:
         operation: Operation,
         change: Change,
         undoes: int | None = None,
+        part_of: int | None = None,
     ) -> int:
+        """Delete one memory. If it had superseded another, that one becomes current again, in
+        an event linked to the deletion (so undoing either brings both back)."""
         before = await self._existing(db, user_id, memory_id)
         await db.execute("DELETE FROM memories WHERE memory_id = ?", (memory_id,))
         self._changes.append(Changed(user_id, memory_id, None))
-        event = event_statement(memory_id, user_id, operation, before, None, change, now(), undoes)
-        return await record_event(db, event)
+        event = event_statement(memory_id, user_id, operation, before, None, change, now(), undoes, part_of)
+        deleted = await record_event(db, event)
+        row = await _fetchone(
+            db,
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id = ? AND m.superseded_by = ? AND m.valid_to IS NOT NULL",
+            (user_id, memory_id),
+        )
+        if row is not None:
+            why = Change(change.actor, f"current again: memory '{memory_id}', which superseded it, was deleted", change.source)
+            await self._set_validity(db, _memory(row), None, None, why, part_of=part_of or deleted)
+        return deleted
 
-    async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
+    async def _restore(
+        self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None, part_of: int | None = None
+    ) -> int:
         await db.execute(*insert_statement(memory))
         self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
-        event = event_statement(memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
+        event = event_statement(memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes, part_of)
         return await record_event(db, event)
 
 
@@ -763,10 +924,11 @@ def _index_exists(db: sqlite3.Connection, fts: str) -> bool:
 
 def _keyword_read(
     db: sqlite3.Connection, user_id: str, fts: str, terms: list[str], columns: str, limit: int,
-    where: str, params: list[Any], stats: _IndexStats | None, check_pending: bool,
+    where: str, params: list[Any], stats: _IndexStats | None, check_pending: bool, without_retired: bool,
 ) -> _KeywordRead:
     """The user's best `limit` keyword matches for `terms` in `fts`, the user's index (FTS5 BM25
-    over text and topics)."""
+    over text and topics); `without_retired`: leaving out superseded memories (when `where`,
+    which then says which memories are valid, is empty)."""
     version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
     if stats is None or stats.version != version:
         # Nothing was committed since `stats` was taken with no changes queued: no need to look.
@@ -786,12 +948,16 @@ def _keyword_read(
     else:
         # The index holds this user's memories only: rank it alone, and join just the best
         # `limit` rows (joining every match first cost ~25% of a search at 10,000 memories).
+        retired = (
+            " AND rowid NOT IN (SELECT id FROM memories WHERE user_id = ? AND valid_to IS NOT NULL)"
+            if without_retired else ""
+        )
         sql = (
-            f"SELECT {columns}, k.rank FROM (SELECT rowid, {rank} AS rank FROM {fts} WHERE {fts} MATCH ?"
+            f"SELECT {columns}, k.rank FROM (SELECT rowid, {rank} AS rank FROM {fts} WHERE {fts} MATCH ?{retired}"
             f" ORDER BY rank, rowid DESC LIMIT ?) AS k JOIN memories m ON m.id = k.rowid"
             " ORDER BY k.rank, m.created_at DESC, m.id DESC"
         )
-        rows = db.execute(sql, (match, limit)).fetchall()
+        rows = db.execute(sql, (match, user_id, limit) if without_retired else (match, limit)).fetchall()
     return _KeywordRead(rows=rows, stats=stats)
 
 
@@ -847,8 +1013,27 @@ def _begin_and_commit(
     return True
 
 
-def _new_memory(user_id: str, text: str, topics: list[str], input: str | None, agent_id: str | None) -> Memory:
-    stamp = now()
+def check_valid_from(value: str | None, stamp: str) -> str | None:
+    """`valid_from` normalised (None stays None: the memory's creation time), or an error when it
+    is not a time or lies ahead of `stamp` (now) by more than VALID_FROM_SKEW."""
+    valid_from = parse_time(value, "valid_from")
+    if valid_from is None:
+        return None
+    latest = format_time(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc) + VALID_FROM_SKEW)
+    if valid_from > latest:
+        raise InvalidArgument(
+            "valid_from",
+            f"{valid_from} is in the future (now is {stamp}); a memory records what holds already: "
+            "give a past time, or omit valid_from to mean now",
+        )
+    return valid_from
+
+
+def _new_memory(
+    user_id: str, text: str, topics: list[str], input: str | None, agent_id: str | None,
+    valid_from: str | None = None, stamp: str | None = None,
+) -> Memory:
+    stamp = stamp or now()
     return Memory(
         memory_id=_new_memory_id(),
         user_id=user_id,
@@ -858,13 +1043,14 @@ def _new_memory(user_id: str, text: str, topics: list[str], input: str | None, a
         agent_id=agent_id,
         created_at=stamp,
         updated_at=stamp,
+        valid_from=valid_from or stamp,
     )
 
 
 def insert_statement(memory: Memory) -> Statement:
     return (
-        "INSERT INTO memories (memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO memories (memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at,"
+        " valid_from, valid_to, superseded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             memory.memory_id,
             memory.user_id,
@@ -874,6 +1060,9 @@ def insert_statement(memory: Memory) -> Statement:
             memory.agent_id,
             memory.created_at,
             memory.updated_at,
+            memory.valid_from,
+            memory.valid_to,
+            memory.superseded_by,
         ),
     )
 
@@ -887,10 +1076,11 @@ def event_statement(
     change: Change,
     stamp: str,
     undoes: int | None = None,
+    part_of: int | None = None,
 ) -> Statement:
     return (
-        "INSERT INTO history (memory_id, user_id, operation, before, after, actor, reason, source, undoes, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO history (memory_id, user_id, operation, before, after, actor, reason, source, undoes, part_of,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             memory_id,
             user_id,
@@ -901,6 +1091,7 @@ def event_statement(
             change.reason,
             change.source,
             undoes,
+            part_of,
             stamp,
         ),
     )
@@ -935,6 +1126,9 @@ def _fields(row: sqlite3.Row) -> dict[str, Any]:
         "agent_id": row["agent_id"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "valid_from": row["valid_from"] or row["created_at"],
+        "valid_to": row["valid_to"],
+        "superseded_by": row["superseded_by"],
     }
 
 
@@ -950,6 +1144,7 @@ def _event(row: sqlite3.Row) -> HistoryEvent:
         reason=row["reason"],
         source=row["source"],
         undoes=row["undoes"],
+        part_of=row["part_of"],
         created_at=row["created_at"],
     )
 

@@ -42,7 +42,7 @@ FORMAT = "memoir-export"
 VERSION = 1
 _MEMORY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _PAGE = 500
-_COLUMNS = "memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at"
+_COLUMNS = "memory_id, user_id, memory, topics, input, agent_id, created_at, updated_at, valid_from, valid_to, superseded_by"
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -177,8 +177,10 @@ async def import_lines(
                 report.skipped.append(Skipped(item.line, f"history event {e.event_id}: already present"))
                 continue
             undoes = renumbered.get(e.undoes) if e.undoes is not None else None
+            part_of = renumbered.get(e.part_of) if e.part_of is not None else None
             new_id = await record_event(db, event_statement(
-                e.memory_id, e.user_id, e.operation, e.before, e.after, Change(e.actor, e.reason, e.source), e.created_at, undoes
+                e.memory_id, e.user_id, e.operation, e.before, e.after, Change(e.actor, e.reason, e.source), e.created_at,
+                undoes, part_of,
             ))
             renumbered[e.event_id] = new_id
             report.history += 1
@@ -278,6 +280,14 @@ def _memory(store: Store, obj: dict[str, Any], field_prefix: str = "") -> Memory
     if agent_id is not None and len(agent_id) > 128:
         raise InvalidArgument(f"{field_prefix}agent_id", f"is {len(agent_id)} characters, over the limit of 128")
     created = _time(obj, "created_at", field_prefix)
+    # Validity (exports before it existed have none: valid from creation, current).
+    valid_from = _time(obj, "valid_from", field_prefix) if obj.get("valid_from") else created
+    valid_to = _time(obj, "valid_to", field_prefix) if obj.get("valid_to") else None
+    superseded_by = obj.get("superseded_by")
+    if superseded_by is not None and (not isinstance(superseded_by, str) or not _MEMORY_ID.fullmatch(superseded_by)):
+        raise InvalidArgument(f"{field_prefix}superseded_by", "must be a memory id (1-64 letters, digits or _ . : -) or null")
+    if (valid_to is None) != (superseded_by is None):
+        raise InvalidArgument(f"{field_prefix}valid_to", "and superseded_by are set together (a superseded memory) or both null")
     return Memory(
         memory_id=memory_id,
         user_id=limits.user_id(obj["user_id"], f"{field_prefix}user_id"),
@@ -287,6 +297,9 @@ def _memory(store: Store, obj: dict[str, Any], field_prefix: str = "") -> Memory
         agent_id=agent_id,
         created_at=created,
         updated_at=_time(obj, "updated_at", field_prefix) if obj.get("updated_at") else created,
+        valid_from=valid_from,
+        valid_to=valid_to,
+        superseded_by=superseded_by,
     )
 
 
@@ -311,11 +324,12 @@ def _event(store: Store, obj: dict[str, Any]) -> HistoryEvent:
     for key in ("reason", "source"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise InvalidArgument(key, "must be a string or null")
-    event_id, undoes = obj.get("event_id"), obj.get("undoes")
+    event_id, undoes, part_of = obj.get("event_id"), obj.get("undoes"), obj.get("part_of")
     if isinstance(event_id, bool) or not isinstance(event_id, int):
         raise InvalidArgument("event_id", "must be a whole number")
-    if undoes is not None and (isinstance(undoes, bool) or not isinstance(undoes, int)):
-        raise InvalidArgument("undoes", "must be a whole number or null")
+    for key, value in (("undoes", undoes), ("part_of", part_of)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidArgument(key, "must be a whole number or null")
     memory_id = obj.get("memory_id")
     if not isinstance(memory_id, str) or not _MEMORY_ID.fullmatch(memory_id):
         raise InvalidArgument("memory_id", "must be 1-64 letters, digits or _ . : -")
@@ -335,6 +349,7 @@ def _event(store: Store, obj: dict[str, Any]) -> HistoryEvent:
             reason=obj.get("reason"),
             source=obj.get("source"),
             undoes=undoes,
+            part_of=part_of,
             created_at=_time(obj, "created_at", ""),
         )
     except ValidationError as exc:

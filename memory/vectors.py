@@ -42,7 +42,8 @@ EMBED_BATCH = 64
 
 @dataclass
 class UserVectors:
-    """One user's vectors in timeline order; `alive` masks rows deleted since loading.
+    """One user's vectors in timeline order; `alive` masks rows deleted since loading, `retired`
+    the rows of superseded memories (left out unless a search asks for them).
 
     `questions` holds the memories whose text is a question (memory.ranking.is_question), a
     signal for fusion that is cheapest to keep where every text passes on its way to the model.
@@ -54,16 +55,23 @@ class UserVectors:
     rows: dict[str, int] = field(default_factory=dict)
     size: int = 0
     questions: set[str] = field(default_factory=set)
+    retired: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @classmethod
-    def build(cls, memory_ids: list[str], matrix: np.ndarray, questions: set[str] | None = None) -> UserVectors:
+    def build(
+        cls, memory_ids: list[str], matrix: np.ndarray, questions: set[str] | None = None,
+        retired: set[str] | None = None,
+    ) -> UserVectors:
         n = len(memory_ids)
         capacity = max(64, n + n // 4)
         full = np.zeros((capacity, matrix.shape[1] if n else 384), dtype=np.float32)
         full[:n] = matrix
         alive = np.zeros(capacity, dtype=bool)
         alive[:n] = True
-        return cls(list(memory_ids), full, alive, {m: i for i, m in enumerate(memory_ids)}, n, set(questions or ()))
+        rows = {m: i for i, m in enumerate(memory_ids)}
+        retired_rows = np.zeros(capacity, dtype=bool)
+        retired_rows[[rows[m] for m in retired or () if m in rows]] = True
+        return cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows)
 
     def append(self, memory_id: str, vector: np.ndarray, question: bool = False) -> None:
         if self.replace(memory_id, vector, question):  # already loaded from the database meanwhile
@@ -73,9 +81,12 @@ class UserVectors:
             grown[: self.size] = self.matrix[: self.size]
             alive = np.zeros(len(grown), dtype=bool)
             alive[: self.size] = self.alive[: self.size]
-            self.matrix, self.alive = grown, alive
+            retired = np.zeros(len(grown), dtype=bool)
+            retired[: self.size] = self.retired[: self.size]
+            self.matrix, self.alive, self.retired = grown, alive, retired
         self.matrix[self.size] = vector
         self.alive[self.size] = True
+        self.retired[self.size] = False
         self.rows[memory_id] = self.size
         self.memory_ids.append(memory_id)
         self.size += 1
@@ -94,6 +105,15 @@ class UserVectors:
         self.questions.discard(memory_id)
         if row is not None:
             self.alive[row] = False
+            self.retired[row] = False
+
+    def retire(self, memory_id: str, retired: bool) -> bool:
+        """Mark a memory superseded (or current again); False if it is not among the rows."""
+        row = self.rows.get(memory_id)
+        if row is None:
+            return False
+        self.retired[row] = retired
+        return True
 
     def _mark(self, memory_id: str, question: bool) -> None:
         if question:
@@ -122,6 +142,8 @@ class _Loading:
 def _keep_in_step(vectors: UserVectors, change: Changed, vector: np.ndarray | None) -> bool:
     """Apply one committed change to a user's loaded vectors; False when only a reload can
     (a restored memory goes back to its old place in the timeline)."""
+    if change.retired is not None:
+        return vectors.retire(change.memory_id, change.retired)
     if change.text is None:
         vectors.remove(change.memory_id)
     elif change.appended:
@@ -191,10 +213,13 @@ class VectorIndex:
             return [], vectors
         scores = vectors.matrix[: vectors.size] @ query_vector
         allowed = vectors.alive[: vectors.size]
-        filtered = filters != Filters()
+        filtered = filters.narrows
         if filtered:
             permitted = set(await self.store.filtered_ids(user_id, filters))
             allowed = allowed & np.fromiter((m in permitted for m in vectors.memory_ids), bool, vectors.size)
+        elif filters.current_only and vectors.retired[: vectors.size].any():
+            filtered = True  # superseded memories are left out unless asked for
+            allowed = allowed & ~vectors.retired[: vectors.size]
         if filtered or vectors.live < vectors.size:
             scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
@@ -241,7 +266,7 @@ class VectorIndex:
     async def _load(self, user_id: str) -> UserVectors:
         model = await self.embedder()
         rows = await self.store.fetch(
-            "SELECT m.id, m.memory_id, m.memory, e.model, e.vector FROM memories m"
+            "SELECT m.id, m.memory_id, m.memory, m.valid_to IS NOT NULL AS retired, e.model, e.vector FROM memories m"
             " LEFT JOIN embeddings e ON e.memory_rowid = m.id"
             " WHERE m.user_id = ? ORDER BY m.created_at, m.id",
             (user_id,),
@@ -259,7 +284,8 @@ class VectorIndex:
             await self._save([(rows[i]["id"], fresh[j]) for j, i in enumerate(stale)], model)
             log.info("embedded %d memories of user %s that had no current vector", len(stale), user_id)
         questions = {r["memory_id"] for r in rows if is_question(r["memory"])}
-        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions)
+        retired = {r["memory_id"] for r in rows if r["retired"]}
+        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions, retired)
 
     async def _save(self, pairs: list[tuple[int, np.ndarray]], model: Embedder) -> None:
         if not pairs:
@@ -306,7 +332,7 @@ class VectorIndex:
             self._settled.set()
 
     async def _apply(self, changes: list[Changed]) -> None:
-        written = [c for c in changes if c.text is not None]
+        written = [c for c in changes if c.text is not None and c.retired is None]  # a new text to embed
         vectors_by_id: dict[str, np.ndarray] = {}
         if written:
             model = await self.embedder()

@@ -19,9 +19,11 @@ from pathlib import Path
 import sniffio
 
 import memoir
+from memoir.memory.budget import check_max_tokens, fit
 from memoir.memory.errors import MemoirError, TokenNotFound
+from memoir.memory.limits import parse_time
 from memoir.memory.oauth_store import LOGIN_CODE_TTL, GrantInfo, OAuthStore, check_user_for_code
-from memoir.memory.store import Change
+from memoir.memory.store import Change, Filters
 from memoir.memory import transfer
 from memoir.memory.tokens import Tokens
 from memoir.tools.context import AppContext
@@ -104,26 +106,39 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _add(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_app(settings, lambda app: app.store.add(
-        settings.user_id, args.memory, args.topic or [], change=Change(actor="cli")
+        settings.user_id, args.memory, args.topic or [], change=Change(actor="cli"),
+        supersedes=args.supersedes, valid_from=args.valid_from,
     ))
+
+
+def _validity(args: argparse.Namespace) -> Filters:
+    return Filters(as_of=parse_time(args.as_of, "--as-of"), include_superseded=args.include_superseded)
 
 
 async def _search(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
+        filters = _validity(args)
+        max_tokens = check_max_tokens(args.max_tokens, "--max-tokens")
         if args.method == "agentic":
             if app.llm is None:
                 raise MemoirError("agentic search from the command line needs ANTHROPIC_API_KEY")
             query, _, limit = app.retriever.check(args.query, "agentic", args.limit)
-            results, method = await app.judge.search(settings.user_id, query or "", limit, app.llm)
-            return {"retrieval_method": method, "results": results}
-        outcome = await app.retriever.search(settings.user_id, args.query, method=args.method, limit=args.limit)
-        return {"retrieval_method": outcome.retrieval_method, "results": outcome.results}
+            results, method = await app.judge.search(settings.user_id, query or "", limit, app.llm, filters)
+        else:
+            outcome = await app.retriever.search(
+                settings.user_id, args.query, method=args.method, limit=args.limit, filters=filters
+            )
+            results, method = outcome.results, outcome.retrieval_method
+        kept, tokens, cut = fit(results, max_tokens)
+        return {"retrieval_method": method, "results": kept, "tokens": tokens, "truncated_by_budget": cut}
 
     return await _with_app(settings, run)
 
 
 async def _list(settings: Settings, args: argparse.Namespace) -> int:
-    return await _with_app(settings, lambda app: app.store.list(settings.user_id, limit=args.limit, cursor=args.cursor))
+    return await _with_app(
+        settings, lambda app: app.store.list(settings.user_id, limit=args.limit, cursor=args.cursor, filters=_validity(args))
+    )
 
 
 async def _history(settings: Settings, args: argparse.Namespace) -> int:
@@ -297,15 +312,22 @@ def _parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", parents=[common, user], help="add a memory")
     add.add_argument("memory")
     add.add_argument("--topic", action="append", help="a topic (repeat for several)")
+    add.add_argument("--supersedes", metavar="MEMORY_ID",
+                     help="the current memory this one replaces because the world changed (kept as history)")
+    add.add_argument("--valid-from", metavar="ISO", help="since when the fact holds (default: now)")
+    validity = argparse.ArgumentParser(add_help=False)
+    validity.add_argument("--as-of", metavar="ISO", help="what was valid at that moment (default: current memories)")
+    validity.add_argument("--include-superseded", action="store_true", help="superseded memories too")
     add.set_defaults(run=_add)
 
-    search = sub.add_parser("search", parents=[common, user], help="search memories")
+    search = sub.add_parser("search", parents=[common, user, validity], help="search memories")
     search.add_argument("query", nargs="?")
     search.add_argument("--method", help="retrieval method (default: keyword with a query, last_n without)")
     search.add_argument("--limit", type=int, default=10)
+    search.add_argument("--max-tokens", type=int, help="a budget for the memory text (ASCII characters 1/4 token, others 1)")
     search.set_defaults(run=_search)
 
-    listing = sub.add_parser("list", parents=[common, user], help="list memories, newest first")
+    listing = sub.add_parser("list", parents=[common, user, validity], help="list memories, newest first")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--cursor")
     listing.set_defaults(run=_list)

@@ -84,7 +84,7 @@ async def test_one_call_adds_updates_and_deletes_with_reasons_in_history(
     assert [o["op"] for o in result["operations"]] == ["update", "delete", "add"]
     assert result["operations"][1] == {
         "op": "delete", "memory_id": smoke["memory_id"], "memory": "Ava smokes", "topics": ["health"],
-        "reason": "she quit smoking",
+        "reason": "she quit smoking", "superseded_by": None, "valid_from": None,
     }
     assert [m["memory"] for m in result["memories"]] == ["Ava lives in Denver", "Ava has started climbing"]
     assert len(fake_anthropic.requests) == 1  # one model call
@@ -122,7 +122,8 @@ async def test_dry_run_applies_nothing(llm_client: Client, llm_app: AppContext, 
     result = await call(llm_client, "extract_memories", message="I like tea", dry_run=True)
     assert result["dry_run"] is True and result["memories"] == []
     assert result["operations"] == [
-        {"op": "add", "memory_id": None, "memory": "Ava likes tea", "topics": ["drinks"], "reason": "said so"}
+        {"op": "add", "memory_id": None, "memory": "Ava likes tea", "topics": ["drinks"], "reason": "said so",
+         "superseded_by": None, "valid_from": None}
     ]
     assert await llm_app.store.count() == 0
 
@@ -255,3 +256,95 @@ async def test_no_key_and_no_sampling_is_a_clear_error(app: AppContext, mode: st
     async with Client(build_server(app), mode=mode) as client:
         error = await call_error(client, "extract_memories", message="I like tea")
     assert "ANTHROPIC_API_KEY" in error and "sampling" in error
+
+
+# -- supersede (issue 13): the world changed, the old memory stays as history ----------------------
+
+
+def supersede(memory_id: str, memory: str, valid_from: str | None = None, topics=("home",), reason="she moved") -> dict:
+    out = op("supersede", memory, memory_id, topics, reason)
+    if valid_from is not None:
+        out["valid_from"] = valid_from
+    return out
+
+
+async def test_a_supersede_operation_retires_the_old_memory_in_the_same_transaction(
+    llm_client: Client, llm_app: AppContext, fake_anthropic: FakeAnthropic
+) -> None:
+    home = await call(llm_client, "add_memory", memory="Ava lives in San Francisco", topics=["home"],
+                      valid_from="2024-01-01")
+    fake_anthropic.push(tool_use({"operations": [supersede(home["memory_id"], "Ava lives in Denver", "2026-03-01")]}))
+    result = await call(llm_client, "extract_memories", message="I moved to Denver in March 2026")
+    (operation,) = result["operations"]
+    (denver,) = result["memories"]
+    assert operation == {
+        "op": "supersede", "memory_id": home["memory_id"], "superseded_by": denver["memory_id"],
+        "memory": "Ava lives in Denver", "topics": ["home"], "reason": "she moved",
+        "valid_from": "2026-03-01T00:00:00.000000Z",
+    }
+    assert denver["valid_from"] == "2026-03-01T00:00:00.000000Z"
+    listed = await call(llm_client, "list_memories", include_superseded=True)
+    assert [(m["memory_id"], m.get("superseded_by")) for m in listed["memories"]] == [
+        (denver["memory_id"], None), (home["memory_id"], denver["memory_id"])
+    ]
+    # The prompt teaches the rule, and the schema offers the operation.
+    body = fake_anthropic.requests[0].body
+    assert "SUPERSEDE" in body["system"] and "UPDATE" in body["system"]
+    assert "supersede" in body["tools"][0]["input_schema"]["$defs"]["ProposedOperation"]["properties"]["op"]["enum"]
+    # One change in history: undoing the add restores San Francisco as current.
+    events = await llm_app.store.history(home["memory_id"])
+    assert events[-1].actor == "extraction" and events[-1].reason.startswith(f"superseded by memory '{denver['memory_id']}'")
+    await llm_app.store.undo(events[-1].event_id)
+    assert [m["memory_id"] for m in (await call(llm_client, "list_memories"))["memories"]] == [home["memory_id"]]
+
+
+async def test_a_dry_run_shows_a_supersede_and_applies_nothing(
+    llm_client: Client, llm_app: AppContext, fake_anthropic: FakeAnthropic
+) -> None:
+    home = await call(llm_client, "add_memory", memory="Ava lives in San Francisco", topics=["home"])
+    fake_anthropic.push(tool_use({"operations": [supersede(home["memory_id"], "Ava lives in Denver")]}))
+    result = await call(llm_client, "extract_memories", message="I moved to Denver", dry_run=True)
+    assert result["operations"] == [{
+        "op": "supersede", "memory_id": home["memory_id"], "superseded_by": None, "memory": "Ava lives in Denver",
+        "topics": ["home"], "reason": "she moved", "valid_from": None,
+    }]
+    assert [m["memory_id"] for m in (await call(llm_client, "list_memories"))["memories"]] == [home["memory_id"]]
+    assert await llm_app.store.count() == 1
+
+
+async def test_invalid_supersedes_are_sent_back_once_then_refused(
+    llm_client: Client, llm_app: AppContext, fake_anthropic: FakeAnthropic
+) -> None:
+    home = await call(llm_client, "add_memory", memory="Ava lives in San Francisco", topics=["home"],
+                      valid_from="2025-01-01")
+    bad = {"operations": [
+        supersede(home["memory_id"], "Ava lives in Denver", "2024-06-01"),  # before San Francisco
+        supersede("000000000000", "Ava works in Denver", reason="new job"),  # not an existing memory
+        op("add", "Ava will retire", reason="plans") | {"valid_from": "2999-01-01"},  # in the future
+        op("delete", memory_id=home["memory_id"]) | {"valid_from": "2025-01-01"},  # not for delete
+    ]}
+    fake_anthropic.push(tool_use(bad), tool_use(bad))
+    error = await call_error(llm_client, "extract_memories", message="I moved to Denver")
+    assert "nothing was applied" in error
+    assert "operations[0] (supersede).valid_from: 2024-06-01T00:00:00.000000Z is before 2025-01-01" in error
+    assert "operations[1] (supersede): memory_id '000000000000' is not one of the existing memories" in error
+    assert "operations[2] (add).valid_from:" in error and "in the future" in error
+    assert "operations[3] (delete): valid_from is only for add and supersede" in error
+    assert "could not be applied" in fake_anthropic.requests[1].body["messages"][-1]["content"]
+    assert await llm_app.store.count() == 1
+    assert "valid_to" not in (await call(llm_client, "list_memories"))["memories"][0]
+
+
+async def test_only_current_memories_are_shown_to_the_model_and_forget_all_takes_superseded_ones_too(
+    llm_client: Client, llm_app: AppContext, fake_anthropic: FakeAnthropic
+) -> None:
+    home = await call(llm_client, "add_memory", memory="Ava lives in San Francisco", user_id="ava",
+                      valid_from="2024-01-01")
+    denver = await call(llm_client, "add_memory", memory="Ava lives in Denver", user_id="ava",
+                        supersedes=home["memory_id"])
+    fake_anthropic.push(tool_use({"operations": [op("forget_all", reason="asked to forget everything")]}))
+    result = await call(llm_client, "extract_memories", message="Where do I live? Forget everything.", user_id="ava")
+    prompt = prompt_of(fake_anthropic)
+    assert denver["memory_id"] in prompt and home["memory_id"] not in prompt
+    assert sorted(o["memory_id"] for o in result["operations"]) == sorted([home["memory_id"], denver["memory_id"]])
+    assert await llm_app.store.count("ava") == 0

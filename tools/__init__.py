@@ -82,7 +82,7 @@ def register(server: MCPServer, offered: tuple[str, ...] = TOOL_NAMES) -> None:
             description=inspect.cleandoc(handler.__doc__ or ""),
             annotations=module.ANNOTATIONS,
         )
-    server.resource("memoir://users/{user_id}/memories", mime_type="application/json")(
+    server.resource("memoir://users/{user_id}/memories{?as_of,include_superseded}", mime_type="application/json")(
         guarded_resource(resources.user_memories)
     )
     server.resource("memoir://memories/{memory_id}", mime_type="application/json")(guarded_resource(resources.memory))

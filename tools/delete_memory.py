@@ -27,7 +27,10 @@ async def delete_memory(memory_id: MemoryId, ctx: Context, user_id: UserId = Non
     """Delete one memory, e.g. when the user asks you to forget something or a fact is no longer true.
 
     Deleting an id that does not exist (or was already deleted) is an error. The deletion is
-    recorded in the memory's history, so an operator can undo it.
+    recorded in the memory's history, so an operator can undo it. Deleting a memory that
+    superseded another makes that other one current again (undone together with the deletion).
+    When a fact merely stopped being true, prefer add_memory(..., supersedes=...) with the new
+    fact: the old one stays as history.
 
     Example:
       delete_memory(memory_id="3f9a1c2b7d4e")

@@ -157,9 +157,10 @@ async def extract_memories(
     dry_run: DryRunArg = False,
 ) -> ExtractionResult:
     """Hand a message or a conversation to memoir's memory manager (an LLM), which decides what
-    to remember about the user: it adds new facts, updates memories the conversation changes,
-    and deletes what the user retracts or asks to forget - each with a reason, recorded in
-    history. Give exactly one of `message` or `messages`.
+    to remember about the user: it adds new facts, corrects memories that were wrong (update),
+    supersedes memories the world has changed (the old fact is kept as history, valid until
+    the new one's valid_from), and deletes what the user retracts or asks to forget - each
+    with a reason, recorded in history. Give exactly one of `message` or `messages`.
 
     It sees only the user's related memories, so the cost of one call stays bounded. Use
     dry_run=true to see the operations without applying them.
@@ -170,11 +171,13 @@ async def extract_memories(
                                  {"role": "assistant", "content": "Nice to meet you, Jane!"},
                                  {"role": "user", "content": "Please forget that I smoke"}])
 
-    An extraction that would delete many memories asks the user first when the host can ask;
-    if they do not agree, nothing is changed. Operations this server does not apply (the
-    operator's choice, or text holding a password or key) come back in `skipped` with the reason.
+    An extraction that would delete or supersede many memories asks the user first when the
+    host can ask; if they do not agree, nothing is changed. Operations this server does not apply
+    (the operator's choice, or text holding a password or key) come back in `skipped` with the
+    reason.
 
-    Returns the operations applied, the memories added or updated, and what was skipped.
+    Returns the operations applied (a supersede names the retired memory_id and the new
+    memory's id as superseded_by), the memories added or updated, and what was skipped.
     """
     app = app_context(ctx)
     if planned is not None:

@@ -28,3 +28,24 @@ TopicFilter = Annotated[
 ]
 
 MemoryId = Annotated[str, Field(description="The memory_id returned by add_memory, search_memories or list_memories.")]
+
+ValidFrom = Annotated[
+    str | None,
+    Field(
+        description="Since when the fact holds, ISO-8601 ('2026-03-01' or '2026-03-01T09:30:00Z'; naive times "
+        "are UTC). Omit it to mean now. Not in the future (5 minutes of clock skew allowed)."
+    ),
+]
+
+AsOf = Annotated[
+    str | None,
+    Field(
+        description="Return what was valid at this moment (ISO-8601, e.g. '2025-12-31'): memories with "
+        "valid_from <= as_of < valid_to, superseded ones included. Omit it for the current memories."
+    ),
+]
+
+IncludeSuperseded = Annotated[
+    bool,
+    Field(description="Also return superseded memories (their valid_to and superseded_by say when and by what)."),
+]

@@ -14,8 +14,10 @@ memoir is your long-term memory about the user. Keep it current yourself:
 - When the user shares something lasting about themselves (name, preferences, plans, people,
   places, work, health), call add_memory with one fact per memory, phrased so it stands on its
   own ("Ava lives in San Francisco"), with a few short topics.
-- When a fact changes, call update_memory on the existing memory instead of adding a duplicate;
-  search first to find it.
+- Never add a duplicate; search first to find the existing memory. When the world changed
+  (the user moved, changed jobs), call add_memory with the new fact and supersedes=<the old
+  memory_id> (and valid_from if they said when): the old fact stays as history. When a memory
+  was wrong or imprecise, correct it with update_memory.
 - When the user asks you to forget something, call delete_memory; only when they ask you to
   forget everything, clear_memories(confirm=true).
 - To let memoir decide what to remember from a whole conversation, hand it to extract_memories

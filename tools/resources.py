@@ -12,6 +12,8 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
 from memoir.memory.errors import InvalidArgument
+from memoir.memory.limits import parse_time
+from memoir.memory.store import Filters
 
 from .context import app_context
 
@@ -19,16 +21,20 @@ from .context import app_context
 USER_MEMORIES_CAP = 1_000
 
 
-async def user_memories(user_id: str, ctx: Context) -> str:
-    """Everything remembered about one user (the newest 1,000), as JSON."""
+async def user_memories(
+    user_id: str, ctx: Context, as_of: str | None = None, include_superseded: str | None = None
+) -> str:
+    """What is remembered about one user (the newest 1,000), as JSON: the current memories, or
+    with `?as_of=ISO-8601` those valid then, or with `?include_superseded=true` both."""
     app = app_context(ctx)
     try:
         app.limits.user_id(user_id)
+        filters = Filters(as_of=parse_time(as_of, "as_of"), include_superseded=_flag(include_superseded))
     except InvalidArgument as exc:
         raise ResourceNotFoundError(str(exc)) from None
     if not app.may_read(user_id):
         return json.dumps({"user_id": user_id, "memories": [], "truncated": False})
-    page = await app.store.list(user_id, limit=USER_MEMORIES_CAP)
+    page = await app.store.list(user_id, limit=USER_MEMORIES_CAP, filters=filters)
     return json.dumps(
         {
             "user_id": user_id,
@@ -36,6 +42,14 @@ async def user_memories(user_id: str, ctx: Context) -> str:
             "truncated": page.next_cursor is not None,
         }
     )
+
+
+def _flag(value: str | None) -> bool:
+    if value is None or value.lower() in ("false", "0", ""):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise InvalidArgument("include_superseded", f"{value!r} is not true or false")
 
 
 async def memory(memory_id: str, ctx: Context) -> str:

@@ -10,6 +10,7 @@ from mcp.server.mcpserver.resolve import Resolve, Sample
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from memoir.memory.budget import MAX_TOKENS_LIMIT, check_max_tokens, fit
 from memoir.memory.limits import parse_time
 from memoir.memory.models import PlainSchema, ScoredMemory
 from memoir.memory.retrieval import Method
@@ -17,7 +18,7 @@ from memoir.memory.store import Filters
 
 from . import sampling
 from .context import AppContext, app_context
-from .fields import TopicFilter, UserId
+from .fields import AsOf, IncludeSuperseded, TopicFilter, UserId
 
 ANNOTATIONS = ToolAnnotations(
     title="Search memories", read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
@@ -27,6 +28,12 @@ ANNOTATIONS = ToolAnnotations(
 class SearchResult(PlainSchema):
     results: list[ScoredMemory]
     retrieval_method: str = Field(description="The method that actually ran.")
+    tokens: int = Field(
+        description="The results' memory text in tokens, counted as max_tokens counts them (see its description)."
+    )
+    truncated_by_budget: bool = Field(
+        default=False, description="True when max_tokens left out results the search found (skipped, never cut)."
+    )
 
 
 QueryArg = Annotated[str | None, Field(description="What you want to know, in plain words (up to 1,000 characters).")]
@@ -42,13 +49,26 @@ MethodArg = Annotated[
 ]
 AfterArg = Annotated[str | None, Field(description="Only memories created at or after this ISO-8601 date/time.")]
 BeforeArg = Annotated[str | None, Field(description="Only memories created before this ISO-8601 date/time.")]
+MaxTokensArg = Annotated[
+    int | None,
+    Field(
+        description=f"A budget for the results' memory text, 1-{MAX_TOKENS_LIMIT:,} tokens: each ASCII character "
+        "counts 1/4 token (rounded up per memory), each other character 1. The best results that fit, in rank "
+        "order; a memory that does not fit is skipped (never cut) and smaller ones after it may still fit."
+    ),
+]
 
 
-def _filters(app: AppContext, topics: list[str] | None, after: str | None, before: str | None) -> Filters:
+def _filters(
+    app: AppContext, topics: list[str] | None, after: str | None, before: str | None,
+    as_of: str | None = None, include_superseded: bool = False,
+) -> Filters:
     return Filters(
         topics=tuple(app.limits.topics(topics or [])),
         created_after=parse_time(after, "created_after"),
         created_before=parse_time(before, "created_before"),
+        as_of=parse_time(as_of, "as_of"),
+        include_superseded=include_superseded,
     )
 
 
@@ -61,17 +81,20 @@ async def _judge_with_client_model(
     topics: TopicFilter = None,
     created_after: AfterArg = None,
     created_before: BeforeArg = None,
+    as_of: AsOf = None,
+    include_superseded: IncludeSuperseded = False,
+    max_tokens: MaxTokensArg = None,
 ) -> Sample | None:
     """For `agentic` without an API key: ask the client's model to judge the candidates."""
     app = app_context(ctx)
     if retrieval_method != "agentic":
         return None
     query, _, limit = app.retriever.check(query, retrieval_method, limit)
+    check_max_tokens(max_tokens)
+    filters = _filters(app, topics, created_after, created_before, as_of, include_superseded)
     if not sampling.needs_sampling(app, ctx):
         return None
-    request = await app.judge.prepare(
-        app.user(user_id), query or "", limit, _filters(app, topics, created_after, created_before)
-    )
+    request = await app.judge.prepare(app.user(user_id), query or "", limit, filters)
     return sampling.sample(request.system, request.messages, request.tool, app.judge.max_tokens)
 
 
@@ -85,6 +108,9 @@ async def search_memories(
     topics: TopicFilter = None,
     created_after: AfterArg = None,
     created_before: BeforeArg = None,
+    as_of: AsOf = None,
+    include_superseded: IncludeSuperseded = False,
+    max_tokens: MaxTokensArg = None,
 ) -> SearchResult:
     """Search the user's memories. Call it before answering anything that depends on who the
     user is, what they like or what they told you before.
@@ -94,15 +120,31 @@ async def search_memories(
     "what is") finds nothing. Each result carries a score: higher is better, and its scale
     depends on the method.
 
+    Only current memories are returned: one superseded by a newer fact (add_memory with
+    supersedes) is left out. as_of returns what was valid at a past moment instead
+    (valid_from <= as_of < valid_to); include_superseded=true returns both. Every result
+    carries valid_from; a superseded one also valid_to and superseded_by (absent on current
+    memories).
+
+    max_tokens caps the memory text returned, for putting it in a prompt: a memory counts a
+    quarter token per ASCII character (rounded up) plus one per other character (accents, CJK,
+    emoji); results are taken best first, one that does not fit is skipped whole and smaller
+    ones after it may still fit;
+    `tokens` is what the results use and `truncated_by_budget` says whether the budget left
+    any out. `limit` still caps the number.
+
     Examples:
       search_memories(query="where does the user live")
       search_memories(query="sports", topics=["hobbies"], limit=5)
       search_memories(retrieval_method="last_n", limit=3)
       search_memories(query="what should I cook for Ava", retrieval_method="agentic")
+      search_memories(query="where did Ava live", as_of="2025-06-01")
+      search_memories(query="Ava's preferences", max_tokens=300)
     """
     app = app_context(ctx)
     user = app.user(user_id)
-    filters = _filters(app, topics, created_after, created_before)
+    max_tokens = check_max_tokens(max_tokens)
+    filters = _filters(app, topics, created_after, created_before, as_of, include_superseded)
     if retrieval_method == "agentic":
         query, _, limit = app.retriever.check(query, retrieval_method, limit)
         if isinstance(sampled, types.CreateMessageResult):
@@ -112,6 +154,11 @@ async def search_memories(
         else:
             sampling.needs_sampling(app, ctx)
             results, method = await app.judge.search(user, query or "", limit, app.llm, filters)  # type: ignore[arg-type]
-        return SearchResult(results=results, retrieval_method=method)
+        return _budgeted(results, method, max_tokens)
     outcome = await app.retriever.search(user, query, method=retrieval_method, limit=limit, filters=filters)
-    return SearchResult(results=outcome.results, retrieval_method=outcome.retrieval_method)
+    return _budgeted(outcome.results, outcome.retrieval_method, max_tokens)
+
+
+def _budgeted(results: list[ScoredMemory], method: str, max_tokens: int | None) -> SearchResult:
+    kept, tokens, cut = fit(results, max_tokens)
+    return SearchResult(results=kept, retrieval_method=method, tokens=tokens, truncated_by_budget=cut)

@@ -26,13 +26,16 @@ async def update_memory(
     topics: Annotated[list[str] | None, Field(description="The new topics, replacing the old ones.")] = None,
     user_id: UserId = None,
 ) -> Memory:
-    """Replace the text and/or the topics of an existing memory; give at least one of them.
+    """Correct the text and/or the topics of an existing memory; give at least one of them.
 
-    Use it when a fact changes or gets more precise, instead of adding a second memory that
-    contradicts the first. The change is recorded in the memory's history and can be undone.
+    Use it when the memory was wrong or imprecise (a typo, a misheard name, a detail the user
+    adds), instead of adding a second memory that contradicts the first: the old text is
+    replaced, as if it had never been. When the world changed instead (the user moved, changed
+    jobs), keep the old fact as history: add_memory(..., supersedes=<its memory_id>). The
+    change is recorded in the memory's history and can be undone.
 
     Examples:
-      update_memory(memory_id="3f9a1c2b7d4e", memory="Ava moved from San Francisco to Denver")
+      update_memory(memory_id="3f9a1c2b7d4e", memory="Ava lives in San Francisco, in the Mission")
       update_memory(memory_id="3f9a1c2b7d4e", topics=["home", "location"])
 
     Returns the memory after the change.
