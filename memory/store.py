@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -24,7 +26,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from .deadline import commit_point
-from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
+from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, now
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from .ranking import fts_match, query_terms
@@ -114,6 +116,7 @@ class Store:
         self._background: set[asyncio.Future[Any]] = set()  # ROLLBACKs queued behind an abandoned BEGIN
         self.path = path
         self.limits = limits
+        self._file: _OpenedFile | None = None  # None for an in-memory database
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -138,13 +141,17 @@ class Store:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader, path, limits or Limits(), busy_timeout_ms)
+        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms)
+        store._file = _OpenedFile.of(path)
+        return store
 
     async def close(self) -> None:
         async with self._write_lock:
             if self._reader is not self._writer:
                 await self._reader.close()
             await self._writer.close()
+        if self._file is not None:
+            self._file.drop_stale_sidecars()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -166,7 +173,25 @@ class Store:
         if changes:
             await self._notify(changes)
 
+    def _check_file(self) -> None:
+        """Refuse to write when the database file at the path is no longer the one opened.
+
+        SQLite writes to the file it opened, path or no path: once that file is deleted, or
+        another one renamed over it (a restore done by hand), a write would be acknowledged and
+        then lost when the process exits. So every write transaction first compares the path's
+        (st_dev, st_ino) with the opened file's: one stat, about 2 us of a 0.35 ms add. A file
+        swapped between this check and the COMMIT still slips through; that window is a few
+        microseconds against the whole life of the server.
+
+        Reads are not checked: they go on answering from the file that was opened, which still
+        holds every acknowledged write. A read that has to write first (a keyword search that
+        brings the user's index up to date, the embeddings a search computes) fails like a write.
+        """
+        if self._file is not None and (gone := self._file.gone()) is not None:
+            raise DatabaseFileGone(self._file.path, replaced=gone == "replaced")
+
     async def _begin(self) -> aiosqlite.Connection:
+        self._check_file()
         db = self._writer
         try:
             await db.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) while another process writes
@@ -197,6 +222,7 @@ class Store:
         was left, and running out of it is a timeout with nothing written.
         """
         async with self._write_lock:
+            self._check_file()
             left = await commit_point()
             # Shorten SQLite's wait for another writer only when less time is left than it would wait.
             busy_ms = None if left is None or left * 1000 >= self._busy_timeout_ms else max(1, int(left * 1000))
@@ -626,6 +652,57 @@ class Store:
 
 
 # -- module helpers ---------------------------------------------------------------------------
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+@dataclass(frozen=True)
+class _OpenedFile:
+    """The database file a store opened, and its WAL and shared-memory files beside it."""
+
+    path: str  # absolute: SQLite resolved it once, at open; a later chdir must not matter
+    identity: tuple[int, int]
+    sidecars: dict[str, tuple[int, int]]  # "-wal" / "-shm" -> identity
+
+    @classmethod
+    def of(cls, path: str) -> _OpenedFile | None:
+        if path in (":memory:", ""):
+            return None
+        path = os.path.abspath(path)
+        identity = _identity(path)
+        if identity is None:
+            return None
+        found = {suffix: _identity(path + suffix) for suffix in ("-wal", "-shm")}
+        return cls(path, identity, {suffix: i for suffix, i in found.items() if i is not None})
+
+    def gone(self) -> Literal["deleted", "replaced"] | None:
+        """How the path no longer leads to the opened file; None while it does (or cannot be told)."""
+        try:
+            found = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return "deleted"
+        except OSError:
+            return None  # cannot look (e.g. permissions changed): writes go on as before
+        return None if (found.st_dev, found.st_ino) == self.identity else "replaced"
+
+    def drop_stale_sidecars(self) -> None:
+        """After closing: remove this store's WAL and shared-memory files if the database file
+        was deleted or replaced meanwhile. SQLite leaves them then (the file "has moved"), and
+        would apply the old file's WAL to whatever file is next opened at the path - a backup
+        renamed into place would come back as the old database. Only the very files this store
+        had open are removed, never another's."""
+        if self.gone() is None:
+            return
+        for suffix, identity in self.sidecars.items():
+            if _identity(self.path + suffix) == identity:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path + suffix)
 
 
 async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
