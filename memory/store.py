@@ -508,14 +508,22 @@ class Store:
         await db.execute("DELETE FROM fts_pending WHERE user_id = ? AND seq <= ?", (user_id, pending[-1]["seq"]))
 
     async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
-        """Every recorded change of a memory, oldest first (restricted to `user_id` when given)."""
+        """Every recorded change of a memory, oldest first: only `user_id`'s events.
+
+        Without `user_id` (a trusted local caller), the events of the id's owner: the user who
+        first recorded it (see `_restore`). Events of any other user never show with them - a
+        history holds one user's events only, even in a database where an import wrote another
+        user's events under the id before imports checked ids.
+        """
         if not _well_formed(memory_id):
             return []
-        sql = "SELECT * FROM history WHERE memory_id = ?"
-        params: tuple[Any, ...] = (memory_id,)
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            params += (user_id,)
+        sql = "SELECT * FROM history WHERE memory_id = ? AND user_id = "
+        if user_id is None:
+            sql += "(SELECT user_id FROM history WHERE memory_id = ? ORDER BY event_id LIMIT 1)"
+            params: tuple[Any, ...] = (memory_id, memory_id)
+        else:
+            sql += "?"
+            params = (memory_id, user_id)
         rows = await _fetchall(self._reader, sql + " ORDER BY event_id", params)
         return [_event(r) for r in rows]
 
@@ -645,6 +653,26 @@ class Store:
         return await record_event(db, event)
 
     async def _restore(self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None) -> int:
+        """Put a deleted memory back under its own id, which must still be free and its user's.
+
+        A memory id belongs to one user forever: its owner is whoever first recorded it (its
+        earliest history event). A restore for anyone else - possible only from events an
+        import wrote before imports checked ids - or over a memory that now holds the id is
+        refused as CannotUndo, never left to the UNIQUE constraint.
+        """
+        row = await _fetchone(
+            db,
+            "SELECT (SELECT user_id FROM memories WHERE memory_id = ?),"
+            " (SELECT user_id FROM history WHERE memory_id = ? ORDER BY event_id LIMIT 1)",
+            (memory.memory_id, memory.memory_id),
+        )
+        holder, owner = row[0], row[1]
+        if holder is not None or (owner is not None and owner != memory.user_id):
+            raise CannotUndo(
+                f"memory '{memory.memory_id}' cannot come back: its id "
+                + ("is now taken by another memory" if holder is not None else "belongs to another user's memory")
+                + "; nothing was changed - the text is in this event's 'before': add it again as a new memory"
+            )
         await db.execute(*insert_statement(memory))
         self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
         event = event_statement(memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes)
@@ -703,6 +731,22 @@ class _OpenedFile:
             if _identity(self.path + suffix) == identity:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path + suffix)
+
+
+async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user_id: str) -> bool:
+    """Whether another user has, or ever had, a memory with this id (a row or a history event).
+
+    A memory id belongs to exactly one user forever. Ids the store makes are random (2^48
+    values), so only ids that come from outside - an import - can collide, and an import checks
+    each one here (memory/transfer.py); a restore (undo) checks its own way, in `_restore`.
+    """
+    row = await _fetchone(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM memories WHERE memory_id = ? AND user_id != ?)"
+        " OR EXISTS (SELECT 1 FROM history WHERE memory_id = ? AND user_id != ?)",
+        (memory_id, user_id, memory_id, user_id),
+    )
+    return bool(row[0])
 
 
 async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:

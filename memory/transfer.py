@@ -10,6 +10,11 @@ topics [entityType, name]) and each relation one memory ("Ava knows Bob", topics
 from, to]), for the user the caller names. Every line passes the same limits as a tool call;
 a line that does not is skipped with the reason, and the rest goes in, in one transaction.
 
+A memory id belongs to exactly one user forever. A `memory` or `history` line whose id another
+user has, or ever had (a memory, or any history event, in the store or in an earlier line of
+the same import), is skipped: an import never writes into another user's history, nor takes
+the id of another user's deleted memory (whose undo would then have nowhere to go).
+
 Import is idempotent. Memories keep their `memory_id` (the reference format gets one derived
 from user and text), so a memory already present is skipped; history events are matched on
 (memory_id, user_id, operation, created_at). Importing the same file twice adds nothing.
@@ -36,7 +41,7 @@ from pydantic import ValidationError
 from .errors import InvalidArgument, MemoirError
 from .limits import now, parse_time
 from .models import Actor, HistoryEvent, Memory, Operation
-from .store import Change, Store, event_statement, insert_statement, record_event
+from .store import Change, Store, event_statement, id_used_by_another_user, insert_statement, record_event
 
 FORMAT = "memoir-export"
 VERSION = 1
@@ -138,26 +143,39 @@ async def import_lines(
     report = ImportReport()
     memories: list[_Memory] = []
     events: list[_Event] = []
+    parsed: list[_Memory | _Event] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            parsed = _parse(store, raw, number, user_id, user_id or default_user, source)
+            parsed += _parse(store, raw, number, user_id, user_id or default_user, source)
         except InvalidArgument as exc:
             report.skipped.append(Skipped(number, str(exc)))
-            continue
+
+    async with store.transaction() as db:
+        # Each id for one user: checked in line order against the store and the lines before.
+        claimed: dict[str, str] = {}
         for item in parsed:
+            memory_id, owner = _claim(item)
+            if claimed.get(memory_id, owner) != owner or (
+                memory_id not in claimed and await id_used_by_another_user(db, memory_id, owner)
+            ):
+                what = f"memory '{memory_id}'" if isinstance(item, _Memory) else f"history event {item.event.event_id}"
+                report.skipped.append(Skipped(item.line, (
+                    f"{what}: memory_id '{memory_id}' is, or was, another user's; a memory id belongs to one "
+                    "user only - give this memory a new id, or leave the line out"
+                )))
+                continue
+            claimed[memory_id] = owner
             (memories if isinstance(item, _Memory) else events).append(item)  # type: ignore[arg-type]
 
-    with_history = {e.event.memory_id for e in events}
-    async with store.transaction() as db:
+        with_history = {e.event.memory_id for e in events}
         for item in memories:
             m = item.memory
             async with db.execute("SELECT user_id FROM memories WHERE memory_id = ?", (m.memory_id,)) as cursor:
                 found = await cursor.fetchone()
-            if found is not None:
-                why = "already present" if found[0] == m.user_id else "its memory_id belongs to another user's memory"
-                report.skipped.append(Skipped(item.line, f"memory '{m.memory_id}': {why}"))
+            if found is not None:  # the same user's (another user's id was refused above)
+                report.skipped.append(Skipped(item.line, f"memory '{m.memory_id}': already present"))
                 continue
             await db.execute(*insert_statement(m))
             if m.memory_id not in with_history:
@@ -184,6 +202,13 @@ async def import_lines(
             report.history += 1
     report.skipped.sort(key=lambda s: s.line)
     return report
+
+
+def _claim(item: _Memory | _Event) -> tuple[str, str]:
+    """The memory id a line writes under, and the user it writes for."""
+    if isinstance(item, _Memory):
+        return item.memory.memory_id, item.memory.user_id
+    return item.event.memory_id, item.event.user_id
 
 
 def _parse(store: Store, raw: str, number: int, user_id: str | None, owner: str, source: str) -> list[_Memory | _Event]:
