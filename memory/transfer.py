@@ -8,7 +8,9 @@ Import reads that format and also the reference MCP memory server's `memory.json
 knowledge graph): each observation of an entity becomes one memory ("Ava: likes to ski",
 topics [entityType, name]) and each relation one memory ("Ava knows Bob", topics ["relation",
 from, to]), for the user the caller names. Every line passes the same limits as a tool call;
-a line that does not is skipped with the reason, and the rest goes in, in one transaction.
+a line that does not is skipped with its number and the reason, and the rest goes in, in one
+transaction. Whatever a line holds, reading it either succeeds or skips it: no line aborts an
+import (`_read_line`).
 
 A memory id belongs to exactly one user forever. A `memory` or `history` line whose id another
 user has, or ever had (a memory, or any history event, in the store or in an earlier line of
@@ -147,10 +149,11 @@ async def import_lines(
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        try:
-            parsed += _parse(store, raw, number, user_id, user_id or default_user, source)
-        except InvalidArgument as exc:
-            report.skipped.append(Skipped(number, str(exc)))
+        read = _read_line(store, raw, number, user_id, user_id or default_user, source)
+        if isinstance(read, Skipped):
+            report.skipped.append(read)
+        else:
+            parsed += read
 
     async with store.transaction() as db:
         # Each id for one user: checked in line order against the store and the lines before.
@@ -209,6 +212,32 @@ def _claim(item: _Memory | _Event) -> tuple[str, str]:
     if isinstance(item, _Memory):
         return item.memory.memory_id, item.memory.user_id
     return item.event.memory_id, item.event.user_id
+
+
+# What reading one line can raise, whatever the line holds: the checks' own InvalidArgument, and
+# the errors of the parsers underneath - JSON (ValueError; RecursionError when nested thousands
+# deep), dates (ValueError; OverflowError when the conversion to UTC leaves years 1-9999),
+# pydantic (ValidationError, a ValueError), and TypeError/UnicodeError for values of a wrong kind.
+_LINE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
+
+
+def _read_line(
+    store: Store, raw: str, number: int, user_id: str | None, owner: str, source: str
+) -> list[_Memory | _Event] | Skipped:
+    """One line's memories and events, or the line skipped with the reason: never an exception."""
+    try:
+        return _parse(store, raw, number, user_id, owner, source)
+    except InvalidArgument as exc:
+        return Skipped(number, str(exc))
+    except ValidationError as exc:
+        return Skipped(number, f"not a valid record ({exc.error_count()} problems: {_first_error(exc)})")
+    except _LINE_ERRORS as exc:
+        return Skipped(number, f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first.get('loc', ()))) or 'record'}: {first.get('msg', '')}"[:200]
 
 
 def _parse(store: Store, raw: str, number: int, user_id: str | None, owner: str, source: str) -> list[_Memory | _Event]:
@@ -305,7 +334,12 @@ def _time(obj: dict[str, Any], key: str, field_prefix: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
         raise InvalidArgument(f"{field_prefix}{key}", "must be an ISO-8601 time")
-    return parse_time(value, f"{field_prefix}{key}")  # type: ignore[return-value]
+    try:
+        return parse_time(value, f"{field_prefix}{key}")  # type: ignore[return-value]
+    except (ValueError, OverflowError):  # e.g. year 1 at +14:00 is before year 1 in UTC
+        raise InvalidArgument(
+            f"{field_prefix}{key}", f"{value[:64]!r} is out of range in UTC; use a time between the years 1 and 9999"
+        ) from None
 
 
 def _event(store: Store, obj: dict[str, Any]) -> HistoryEvent:
