@@ -90,3 +90,20 @@ class SecretRefused(InvalidArgument):
             f"contains {found}; memoir does not store credentials, so nothing was stored. "
             "Keep the fact without the secret (e.g. 'Ava has an AWS account', not the key itself)",
         )
+
+
+class DatabaseFileGone(MemoirError):
+    """The database file memoir opened was deleted or replaced while it ran; writes are refused.
+
+    SQLite keeps writing to the file it opened, so after a delete (or a rename of another file
+    over it) a write would be acknowledged and then vanish when memoir exits.
+    """
+
+    def __init__(self, path: str, replaced: bool) -> None:
+        self.path = path
+        what = "was replaced by another file" if replaced else "was deleted"
+        super().__init__(
+            f"database: the file {path} {what} while memoir had it open; nothing was written, because "
+            "a write now would be lost when memoir exits. Restart memoir to use the file now at that "
+            "path (a new, empty one if it is gone), or first restore it from a backup (memoir backup)"
+        )

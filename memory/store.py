@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -25,7 +27,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from .deadline import commit_point
-from .errors import CannotUndo, EventNotFound, InvalidArgument, MemoryNotFound
+from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from .ranking import fts_match, query_terms
@@ -158,6 +160,7 @@ class Store:
         self.limits = limits
         # Credentials in what is written (MEMOIR_SECRETS): refused, redacted or allowed (memory/secrets.py).
         self.secrets = secrets or SecretsPolicy()
+        self._file: _OpenedFile | None = None  # None for an in-memory database
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -183,13 +186,17 @@ class Store:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets)
+        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets)
+        store._file = _OpenedFile.of(path)
+        return store
 
     async def close(self) -> None:
         async with self._write_lock:
             if self._reader is not self._writer:
                 await self._reader.close()
             await self._writer.close()
+        if self._file is not None:
+            self._file.drop_stale_sidecars()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -224,7 +231,25 @@ class Store:
                 await db.execute("ROLLBACK")
             raise
 
+    def _check_file(self) -> None:
+        """Refuse to write when the database file at the path is no longer the one opened.
+
+        SQLite writes to the file it opened, path or no path: once that file is deleted, or
+        another one renamed over it (a restore done by hand), a write would be acknowledged and
+        then lost when the process exits. So every write transaction first compares the path's
+        (st_dev, st_ino) with the opened file's: one stat, about 2 us of a 0.35 ms add. A file
+        swapped between this check and the COMMIT still slips through; that window is a few
+        microseconds against the whole life of the server.
+
+        Reads are not checked: they go on answering from the file that was opened, which still
+        holds every acknowledged write. A read that has to write first (a keyword search that
+        brings the user's index up to date, the embeddings a search computes) fails like a write.
+        """
+        if self._file is not None and (gone := self._file.gone()) is not None:
+            raise DatabaseFileGone(self._file.path, replaced=gone == "replaced")
+
     async def _begin(self) -> aiosqlite.Connection:
+        self._check_file()
         db = self._writer
         try:
             await db.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) while another process writes
@@ -255,6 +280,7 @@ class Store:
         was left, and running out of it is a timeout with nothing written.
         """
         async with self._write_lock:
+            self._check_file()
             left = await commit_point()
             # Shorten SQLite's wait for another writer only when less time is left than it would wait.
             busy_ms = None if left is None or left * 1000 >= self._busy_timeout_ms else max(1, int(left * 1000))
@@ -601,14 +627,22 @@ class Store:
         await db.execute("DELETE FROM fts_pending WHERE user_id = ? AND seq <= ?", (user_id, pending[-1]["seq"]))
 
     async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
-        """Every recorded change of a memory, oldest first (restricted to `user_id` when given)."""
+        """Every recorded change of a memory, oldest first: only `user_id`'s events.
+
+        Without `user_id` (a trusted local caller), the events of the id's owner: the user who
+        first recorded it (see `_restore`). Events of any other user never show with them - a
+        history holds one user's events only, even in a database where an import wrote another
+        user's events under the id before imports checked ids.
+        """
         if not _well_formed(memory_id):
             return []
-        sql = "SELECT * FROM history WHERE memory_id = ?"
-        params: tuple[Any, ...] = (memory_id,)
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            params += (user_id,)
+        sql = "SELECT * FROM history WHERE memory_id = ? AND user_id = "
+        if user_id is None:
+            sql += "(SELECT user_id FROM history WHERE memory_id = ? ORDER BY event_id LIMIT 1)"
+            params: tuple[Any, ...] = (memory_id, memory_id)
+        else:
+            sql += "?"
+            params = (memory_id, user_id)
         rows = await _fetchall(self._reader, sql + " ORDER BY event_id", params)
         return [_event(r) for r in rows]
 
@@ -811,6 +845,26 @@ class Store:
     async def _restore(
         self, db: aiosqlite.Connection, memory: Memory, change: Change, undoes: int | None, part_of: int | None = None
     ) -> int:
+        """Put a deleted memory back under its own id, which must still be free and its user's.
+
+        A memory id belongs to one user forever: its owner is whoever first recorded it (its
+        earliest history event). A restore for anyone else - possible only from events an
+        import wrote before imports checked ids - or over a memory that now holds the id is
+        refused as CannotUndo, never left to the UNIQUE constraint.
+        """
+        row = await _fetchone(
+            db,
+            "SELECT (SELECT user_id FROM memories WHERE memory_id = ?),"
+            " (SELECT user_id FROM history WHERE memory_id = ? ORDER BY event_id LIMIT 1)",
+            (memory.memory_id, memory.memory_id),
+        )
+        holder, owner = row[0], row[1]
+        if holder is not None or (owner is not None and owner != memory.user_id):
+            raise CannotUndo(
+                f"memory '{memory.memory_id}' cannot come back: its id "
+                + ("is now taken by another memory" if holder is not None else "belongs to another user's memory")
+                + "; nothing was changed - the text is in this event's 'before': add it again as a new memory"
+            )
         await db.execute(*insert_statement(memory))
         self._changes.append(Changed(memory.user_id, memory.memory_id, memory.memory))
         event = event_statement(memory.memory_id, memory.user_id, "restore", None, memory, change, now(), undoes, part_of)
@@ -818,6 +872,73 @@ class Store:
 
 
 # -- module helpers ---------------------------------------------------------------------------
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+@dataclass(frozen=True)
+class _OpenedFile:
+    """The database file a store opened, and its WAL and shared-memory files beside it."""
+
+    path: str  # absolute: SQLite resolved it once, at open; a later chdir must not matter
+    identity: tuple[int, int]
+    sidecars: dict[str, tuple[int, int]]  # "-wal" / "-shm" -> identity
+
+    @classmethod
+    def of(cls, path: str) -> _OpenedFile | None:
+        if path in (":memory:", ""):
+            return None
+        path = os.path.abspath(path)
+        identity = _identity(path)
+        if identity is None:
+            return None
+        found = {suffix: _identity(path + suffix) for suffix in ("-wal", "-shm")}
+        return cls(path, identity, {suffix: i for suffix, i in found.items() if i is not None})
+
+    def gone(self) -> Literal["deleted", "replaced"] | None:
+        """How the path no longer leads to the opened file; None while it does (or cannot be told)."""
+        try:
+            found = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return "deleted"
+        except OSError:
+            return None  # cannot look (e.g. permissions changed): writes go on as before
+        return None if (found.st_dev, found.st_ino) == self.identity else "replaced"
+
+    def drop_stale_sidecars(self) -> None:
+        """After closing: remove this store's WAL and shared-memory files if the database file
+        was deleted or replaced meanwhile. SQLite leaves them then (the file "has moved"), and
+        would apply the old file's WAL to whatever file is next opened at the path - a backup
+        renamed into place would come back as the old database. Only the very files this store
+        had open are removed, never another's."""
+        if self.gone() is None:
+            return
+        for suffix, identity in self.sidecars.items():
+            if _identity(self.path + suffix) == identity:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path + suffix)
+
+
+async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user_id: str) -> bool:
+    """Whether another user has, or ever had, a memory with this id (a row or a history event).
+
+    A memory id belongs to exactly one user forever. Ids the store makes are random (2^48
+    values), so only ids that come from outside - an import - can collide, and an import checks
+    each one here (memory/transfer.py); a restore (undo) checks its own way, in `_restore`.
+    """
+    row = await _fetchone(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM memories WHERE memory_id = ? AND user_id != ?)"
+        " OR EXISTS (SELECT 1 FROM history WHERE memory_id = ? AND user_id != ?)",
+        (memory_id, user_id, memory_id, user_id),
+    )
+    return bool(row[0])
 
 
 async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:

@@ -8,7 +8,14 @@ Import reads that format and also the reference MCP memory server's `memory.json
 knowledge graph): each observation of an entity becomes one memory ("Ava: likes to ski",
 topics [entityType, name]) and each relation one memory ("Ava knows Bob", topics ["relation",
 from, to]), for the user the caller names. Every line passes the same limits as a tool call;
-a line that does not is skipped with the reason, and the rest goes in, in one transaction.
+a line that does not is skipped with its number and the reason, and the rest goes in, in one
+transaction. Whatever a line holds, reading it either succeeds or skips it: no line aborts an
+import (`_read_line`).
+
+A memory id belongs to exactly one user forever. A `memory` or `history` line whose id another
+user has, or ever had (a memory, or any history event, in the store or in an earlier line of
+the same import), is skipped: an import never writes into another user's history, nor takes
+the id of another user's deleted memory (whose undo would then have nowhere to go).
 
 Import is idempotent. Memories keep their `memory_id` (the reference format gets one derived
 from user and text), so a memory already present is skipped; history events are matched on
@@ -36,7 +43,7 @@ from pydantic import ValidationError
 from .errors import InvalidArgument, MemoirError
 from .limits import now, parse_time
 from .models import Actor, HistoryEvent, Memory, Operation
-from .store import Change, Store, event_statement, insert_statement, record_event
+from .store import Change, Store, event_statement, id_used_by_another_user, insert_statement, record_event
 
 FORMAT = "memoir-export"
 VERSION = 1
@@ -138,26 +145,43 @@ async def import_lines(
     report = ImportReport()
     memories: list[_Memory] = []
     events: list[_Event] = []
+    parsed: list[_Memory | _Event] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
+        read = _read_line(store, raw, number, user_id, user_id or default_user, source)
+        if isinstance(read, Skipped):
+            report.skipped.append(read)
+            continue
         try:
-            parsed = [_guarded(store, item) for item in _parse(store, raw, number, user_id, user_id or default_user, source)]
+            parsed += [_guarded(store, item) for item in read]  # a credential: the line is skipped (or redacted)
         except InvalidArgument as exc:
             report.skipped.append(Skipped(number, str(exc)))
-            continue
+
+    async with store.transaction() as db:
+        # Each id for one user: checked in line order against the store and the lines before.
+        claimed: dict[str, str] = {}
         for item in parsed:
+            memory_id, owner = _claim(item)
+            if claimed.get(memory_id, owner) != owner or (
+                memory_id not in claimed and await id_used_by_another_user(db, memory_id, owner)
+            ):
+                what = f"memory '{memory_id}'" if isinstance(item, _Memory) else f"history event {item.event.event_id}"
+                report.skipped.append(Skipped(item.line, (
+                    f"{what}: memory_id '{memory_id}' is, or was, another user's; a memory id belongs to one "
+                    "user only - give this memory a new id, or leave the line out"
+                )))
+                continue
+            claimed[memory_id] = owner
             (memories if isinstance(item, _Memory) else events).append(item)  # type: ignore[arg-type]
 
-    with_history = {e.event.memory_id for e in events}
-    async with store.transaction() as db:
+        with_history = {e.event.memory_id for e in events}
         for item in memories:
             m = item.memory
             async with db.execute("SELECT user_id FROM memories WHERE memory_id = ?", (m.memory_id,)) as cursor:
                 found = await cursor.fetchone()
-            if found is not None:
-                why = "already present" if found[0] == m.user_id else "its memory_id belongs to another user's memory"
-                report.skipped.append(Skipped(item.line, f"memory '{m.memory_id}': {why}"))
+            if found is not None:  # the same user's (another user's id was refused above)
+                report.skipped.append(Skipped(item.line, f"memory '{m.memory_id}': already present"))
                 continue
             await db.execute(*insert_statement(m))
             if m.memory_id not in with_history:
@@ -186,6 +210,39 @@ async def import_lines(
             report.history += 1
     report.skipped.sort(key=lambda s: s.line)
     return report
+
+
+def _claim(item: _Memory | _Event) -> tuple[str, str]:
+    """The memory id a line writes under, and the user it writes for."""
+    if isinstance(item, _Memory):
+        return item.memory.memory_id, item.memory.user_id
+    return item.event.memory_id, item.event.user_id
+
+
+# What reading one line can raise, whatever the line holds: the checks' own InvalidArgument, and
+# the errors of the parsers underneath - JSON (ValueError; RecursionError when nested thousands
+# deep), dates (ValueError; OverflowError when the conversion to UTC leaves years 1-9999),
+# pydantic (ValidationError, a ValueError), and TypeError/UnicodeError for values of a wrong kind.
+_LINE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
+
+
+def _read_line(
+    store: Store, raw: str, number: int, user_id: str | None, owner: str, source: str
+) -> list[_Memory | _Event] | Skipped:
+    """One line's memories and events, or the line skipped with the reason: never an exception."""
+    try:
+        return _parse(store, raw, number, user_id, owner, source)
+    except InvalidArgument as exc:
+        return Skipped(number, str(exc))
+    except ValidationError as exc:
+        return Skipped(number, f"not a valid record ({exc.error_count()} problems: {_first_error(exc)})")
+    except _LINE_ERRORS as exc:
+        return Skipped(number, f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first.get('loc', ()))) or 'record'}: {first.get('msg', '')}"[:200]
 
 
 def _parse(store: Store, raw: str, number: int, user_id: str | None, owner: str, source: str) -> list[_Memory | _Event]:
@@ -307,7 +364,12 @@ def _time(obj: dict[str, Any], key: str, field_prefix: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
         raise InvalidArgument(f"{field_prefix}{key}", "must be an ISO-8601 time")
-    return parse_time(value, f"{field_prefix}{key}")  # type: ignore[return-value]
+    try:
+        return parse_time(value, f"{field_prefix}{key}")  # type: ignore[return-value]
+    except (ValueError, OverflowError):  # e.g. year 1 at +14:00 is before year 1 in UTC
+        raise InvalidArgument(
+            f"{field_prefix}{key}", f"{value[:64]!r} is out of range in UTC; use a time between the years 1 and 9999"
+        ) from None
 
 
 def _event(store: Store, obj: dict[str, Any]) -> HistoryEvent:

@@ -143,9 +143,11 @@ async def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _history(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
-        events = await app.store.history(args.memory_id)
+        # --user: only that user's events; without it the memory's owner's (Store.history).
+        events = await app.store.history(args.memory_id, user_id=args.user)
         if not events:
-            raise MemoirError(f"no history for memory '{args.memory_id}'")
+            who = f" for user '{args.user}'" if args.user else ""
+            raise MemoirError(f"no history for memory '{args.memory_id}'{who}")
         return events
 
     return await _with_app(settings, run)
@@ -334,6 +336,7 @@ def _parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", parents=[common], help="show every recorded change of a memory")
     history.add_argument("memory_id")
+    history.add_argument("--user", help="only this user's events (default: the memory's owner's)")
     history.set_defaults(run=_history)
 
     undo = sub.add_parser("undo", parents=[common], help="revert one recorded change (see `memoir history`)")

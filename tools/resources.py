@@ -62,9 +62,14 @@ async def memory(memory_id: str, ctx: Context) -> str:
 
 
 async def memory_history(memory_id: str, ctx: Context) -> str:
-    """Every recorded change of one memory, oldest first: operation, before, after, actor, reason, time."""
+    """Every recorded change of one memory, oldest first: operation, before, after, actor, reason, time.
+
+    Only one user's events: on an authenticated connection the token's user's (another user's
+    memory has no history for it), on a trusted one the owner's (`Store.history`).
+    """
     app = app_context(ctx)
-    events = await app.store.history(memory_id)
-    if not events or not app.may_read(events[0].user_id):
+    caller = app.caller()
+    events = await app.store.history(memory_id, user_id=None if caller.trusted else caller.user_id)
+    if not events:
         raise ResourceNotFoundError(f"no history for memory '{memory_id}'")
     return json.dumps({"memory_id": memory_id, "events": [e.model_dump() for e in events]})
