@@ -29,6 +29,70 @@ Hybrid fusion (:func:`fuse`) -- the recipe
        A memory a user phrased as a question on purpose ranks lower: the price of the gain.
     5. Ties (equal scores): newer ``created_at`` first.
 
+Relevance (:func:`relevance`) -- an absolute signal beside the method's own score
+    A result's ``score`` orders one query's results and means nothing across queries (hybrid's
+    is min-max scaled per query). ``relevance`` in [0, 1] is a fitted estimate that the memory
+    is about the question, from two absolute measures of the pair:
+
+    - ``cosine``: the raw cosine of the memory's vector and the query's (all-MiniLM-L6-v2);
+    - ``coverage``: the IDF-weighted share of the query's words the memory holds (FTS5's porter
+      matching, so "skiing" holds "ski"): sum of ``w(t)`` over the words it holds / sum over all
+      query words, with ``w(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))`` for a word in ``n_t``
+      of the user's ``N`` memories (:func:`term_weight`; Lucene's IDF, positive even for a word
+      in every memory, where FTS5's BM25 IDF is clamped to zero). A word the store has never
+      seen weighs the most and no memory holds it, so a question about someone or something
+      the store does not know scores low; a word in every memory (the user's name in a small
+      store) weighs little. Counts stop at half the memories + 1, as the keyword search's do
+      (memory/store.py): a word in more than half weighs at most ln 2 either way.
+
+    ``relevance = 1 / (1 + exp(-z))`` with, per method (each uses the evidence it has):
+
+    =========  ================================================  ==============================
+    method     z                                                 the memory's evidence
+    =========  ================================================  ==============================
+    hybrid     29.63 * cosine + 11.10 * coverage - 13.40         both (coverage 0 outside the
+                                                                 top 100 keyword hits)
+    semantic   46.21 * cosine - 19.75                            cosine
+    keyword    21.28 * coverage - 6.28                           coverage (embeddings off too)
+    last_n,    none: ``relevance`` is null (no query, nothing to be relevant to) and
+    first_n    ``min_relevance`` does not apply
+    agentic    the candidates' hybrid relevance (the judge picks among hybrid results that
+               passed ``min_relevance``, so an unrelated query costs no model call)
+    =========  ================================================  ==============================
+
+    The fit (bench/relevance_fit.py, a class-balanced logistic regression, Newton's method):
+    LoCoMo dev stored turn by turn; label 1 for the evidence turns of a question found in the
+    method's top 10 (questions of categories 1-4 of the same conversation), label 0 for the
+    top 10 of a question of another conversation and of a query of 1-3 words found in another
+    conversation but in no memory of this one (100 per conversation, seeded). 13,254 pairs
+    (354 positive) for hybrid. The non-evidence results of a right question are left out: many
+    are about the question without being the labelled turn. Nothing else was tried for the
+    mapping: isotonic regression would need more data for three numbers' worth of shape.
+
+    ``min_relevance`` (search_memories, ``memoir search --min-relevance``) drops results below
+    it; the default :data:`DEFAULT_MIN_RELEVANCE` = 0.3 (bench/relevance.py through the MCP
+    tools, numbers in bench/README.md) keeps hybrid hit@5 on dev turns at 75.7 in the research
+    copy (75.5 with no threshold), answers 63.5 % of other-conversation questions and 99.7 % of
+    absent-word queries with nothing; on the observation store 68.1 (68.7), 56.2 %, 99.0 %.
+    At 0.4 hybrid loses 0.6 points of hit@5 on turns for 70 % empty; at 0.2 only 57 % of
+    other-conversation questions come back empty. Keyword relevance is the weaker judge (it
+    cannot see paraphrase): at 0.3 it costs 1.3 points of keyword hit@5 on turns and 3.7 on
+    observations for 73-83 % empty answers.
+
+    Tried for relevance: raw cosine alone (at an equal cost in hit@5 it empties 40-60 % of
+    other-conversation questions instead of 61-64 %); coverage alone for hybrid (hit@5 falls
+    6 points before 10 % of those questions come back empty); BM25 divided by the query's summed
+    IDF as coverage (same numbers within 0.5 point, but FTS5 clamps the IDF of a word in over
+    half the memories to zero, which breaks small stores); a prior of 100 memories without the
+    word in ``w(t)`` (same numbers on LoCoMo, but in a 3-memory store the user's name, in every
+    memory, then weighed nearly as much as a rare word, and "where does Ava live" kept "Ava
+    likes to ski" at keyword relevance 0.97); lending a result its timeline
+    neighbour's relevance as fusion lends score (more empty answers at 0.5 but hit@5 -1 to -2
+    at every threshold that meets the bar: not kept). What the default cannot do: a paraphrase
+    that shares no word with the memory and has a cosine under about 0.42 ("Is the user a
+    morning person?" -> "Ava wakes at 5 am every day", cosine 0.39) reads as unrelated; pass
+    ``min_relevance=0`` for best guesses.
+
 Numbers (bench/locomo_research.py --variants all, LoCoMo dev: 3 conversations, 1,451 turns
 stored as "[date] speaker: text", 383 questions in categories 1-4, 495 with category 5):
 
@@ -92,6 +156,7 @@ stdio: p50 5.3-5.6 ms at 10k memories, ~12 ms at 100k (bench/scale.py).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Collection, Iterable, Mapping, Sequence
@@ -106,6 +171,10 @@ __all__ = [
     "CANDIDATES",
     "fuse",
     "is_question",
+    "DEFAULT_MIN_RELEVANCE",
+    "term_weight",
+    "coverage",
+    "relevance",
 ]
 
 #: How many hits the store should take from each of the keyword and semantic rankings.
@@ -249,3 +318,51 @@ def fuse(
     items.sort(key=lambda kv: created_at.get(kv[0], ""), reverse=True)
     items.sort(key=lambda kv: kv[1], reverse=True)
     return items
+
+
+# -- relevance (see the module docstring) ------------------------------------------------------
+
+#: The default ``min_relevance`` of search_memories (bench/relevance.py).
+DEFAULT_MIN_RELEVANCE = 0.3
+
+# Logistic fits on LoCoMo dev turns (bench/relevance_fit.py): z = a * cosine + b * coverage + c.
+_HYBRID = (29.63, 11.10, -13.40)
+_SEMANTIC = (46.21, -19.75)
+_KEYWORD = (21.28, -6.28)
+
+
+def term_weight(matches: int, size: int) -> float:
+    """The weight of a query word found in ``matches`` of the user's ``size`` memories."""
+    return math.log(1.0 + max(size - matches + 0.5, 0.5) / (matches + 0.5))
+
+
+def coverage(weights: Mapping[str, float], held: Collection[str]) -> float:
+    """The share of the query words' weight (``weights``: word -> :func:`term_weight`) that a
+    memory holding the words ``held`` covers, in [0, 1]."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    return min(1.0, sum(w for t, w in weights.items() if t in held) / total)
+
+
+def _logistic(z: float) -> float:
+    if z < -50:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def relevance(*, cosine: float | None = None, coverage: float | None = None) -> float:
+    """How likely a memory is about the query, in [0, 1] (module docstring): from the raw
+    ``cosine``, the word ``coverage``, or both -- whichever the method measured."""
+    if cosine is not None and coverage is not None:
+        a, b, c = _HYBRID
+        z = a * cosine + b * coverage + c
+    elif cosine is not None:
+        a, c = _SEMANTIC
+        z = a * cosine + c
+    elif coverage is not None:
+        a, c = _KEYWORD
+        z = a * coverage + c
+    else:
+        raise ValueError("relevance needs a cosine, a coverage or both")
+    return round(_logistic(z), 6)

@@ -111,9 +111,14 @@ async def _search(settings: Settings, args: argparse.Namespace) -> int:
             if app.llm is None:
                 raise MemoirError("agentic search from the command line needs ANTHROPIC_API_KEY")
             query, _, limit = app.retriever.check(args.query, "agentic", args.limit)
-            results, method = await app.judge.search(settings.user_id, query or "", limit, app.llm)
+            app.retriever.check_min_relevance(args.min_relevance)
+            results, method = await app.judge.search(
+                settings.user_id, query or "", limit, app.llm, min_relevance=args.min_relevance
+            )
             return {"retrieval_method": method, "results": results}
-        outcome = await app.retriever.search(settings.user_id, args.query, method=args.method, limit=args.limit)
+        outcome = await app.retriever.search(
+            settings.user_id, args.query, method=args.method, limit=args.limit, min_relevance=args.min_relevance
+        )
         return {"retrieval_method": outcome.retrieval_method, "results": outcome.results}
 
     return await _with_app(settings, run)
@@ -280,6 +285,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="?")
     search.add_argument("--method", help="retrieval method (default: keyword with a query, last_n without)")
     search.add_argument("--limit", type=int, default=10)
+    search.add_argument(
+        "--min-relevance", type=float, default=None, metavar="R",
+        help="drop results whose relevance (0-1) is below R (default 0.3; 0 keeps every result)",
+    )
     search.set_defaults(run=_search)
 
     listing = sub.add_parser("list", parents=[common, user], help="list memories, newest first")

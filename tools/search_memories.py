@@ -12,6 +12,7 @@ from pydantic import Field
 
 from memoir.memory.limits import parse_time
 from memoir.memory.models import PlainSchema, ScoredMemory
+from memoir.memory.ranking import DEFAULT_MIN_RELEVANCE
 from memoir.memory.retrieval import Method
 from memoir.memory.store import Filters
 
@@ -42,6 +43,14 @@ MethodArg = Annotated[
 ]
 AfterArg = Annotated[str | None, Field(description="Only memories created at or after this ISO-8601 date/time.")]
 BeforeArg = Annotated[str | None, Field(description="Only memories created before this ISO-8601 date/time.")]
+MinRelevanceArg = Annotated[
+    float | None,
+    Field(
+        description="Drop results whose relevance (0-1, how likely a memory is about the query) is below this. "
+        f"Default {DEFAULT_MIN_RELEVANCE}: an unrelated query finds nothing. 0 keeps every result (best guesses). "
+        "Not used by last_n / first_n."
+    ),
+]
 
 
 def _filters(app: AppContext, topics: list[str] | None, after: str | None, before: str | None) -> Filters:
@@ -61,17 +70,21 @@ async def _judge_with_client_model(
     topics: TopicFilter = None,
     created_after: AfterArg = None,
     created_before: BeforeArg = None,
+    min_relevance: MinRelevanceArg = None,
 ) -> Sample | None:
     """For `agentic` without an API key: ask the client's model to judge the candidates."""
     app = app_context(ctx)
     if retrieval_method != "agentic":
         return None
     query, _, limit = app.retriever.check(query, retrieval_method, limit)
+    app.retriever.check_min_relevance(min_relevance)
     if not sampling.needs_sampling(app, ctx):
         return None
     request = await app.judge.prepare(
-        app.user(user_id), query or "", limit, _filters(app, topics, created_after, created_before)
+        app.user(user_id), query or "", limit, _filters(app, topics, created_after, created_before), min_relevance
     )
+    if not request.candidates:
+        return None  # nothing passed min_relevance: no question for the client's model
     return sampling.sample(request.system, request.messages, request.tool, app.judge.max_tokens)
 
 
@@ -85,14 +98,18 @@ async def search_memories(
     topics: TopicFilter = None,
     created_after: AfterArg = None,
     created_before: BeforeArg = None,
+    min_relevance: MinRelevanceArg = None,
 ) -> SearchResult:
     """Search the user's memories. Call it before answering anything that depends on who the
     user is, what they like or what they told you before.
 
     The default finds memories by meaning as well as by words, so "Is the user a morning
     person?" finds "Ava wakes at 5 am every day". A query of only common words ("the",
-    "what is") finds nothing. Each result carries a score: higher is better, and its scale
-    depends on the method.
+    "what is") finds nothing. Each result carries a score (higher is better; its scale depends
+    on the method) and a relevance from 0 to 1 that means the same for every query: results
+    under min_relevance (default 0.3) are left out, so a query about something the user never
+    mentioned returns nothing. If you expected a match, search again with min_relevance=0 to
+    see the best guesses.
 
     Examples:
       search_memories(query="where does the user live")
@@ -105,13 +122,16 @@ async def search_memories(
     filters = _filters(app, topics, created_after, created_before)
     if retrieval_method == "agentic":
         query, _, limit = app.retriever.check(query, retrieval_method, limit)
+        app.retriever.check_min_relevance(min_relevance)
         if isinstance(sampled, types.CreateMessageResult):
-            request = await app.judge.prepare(user, query or "", limit, filters)
+            request = await app.judge.prepare(user, query or "", limit, filters, min_relevance)
             chosen, _ = sampling.tool_input(sampled, request.tool)
             results, method = app.judge.settle(request, chosen)
         else:
             sampling.needs_sampling(app, ctx)
-            results, method = await app.judge.search(user, query or "", limit, app.llm, filters)  # type: ignore[arg-type]
+            results, method = await app.judge.search(user, query or "", limit, app.llm, filters, min_relevance)  # type: ignore[arg-type]
         return SearchResult(results=results, retrieval_method=method)
-    outcome = await app.retriever.search(user, query, method=retrieval_method, limit=limit, filters=filters)
+    outcome = await app.retriever.search(
+        user, query, method=retrieval_method, limit=limit, filters=filters, min_relevance=min_relevance
+    )
     return SearchResult(results=outcome.results, retrieval_method=outcome.retrieval_method)
