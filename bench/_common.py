@@ -44,6 +44,19 @@ class Turn:
 
 
 @dataclass
+class Fact:
+    """An observation of LoCoMo: one fact a memory manager would store, and the turns it came from."""
+
+    date: str
+    text: str
+    sources: list[str]  # repaired turn ids
+
+    @property
+    def memory(self) -> str:
+        return f"[{self.date}] {self.text}"
+
+
+@dataclass
 class Question:
     question: str
     category: int
@@ -56,6 +69,7 @@ class Conversation:
     sample_id: str
     turns: list[Turn] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)  # the `observation` field, session by session
 
 
 _SESSION = re.compile(r"session_(\d+)")
@@ -89,6 +103,13 @@ def load_locomo(path: Path = DATA) -> list[Conversation]:
             for t in c[key]:
                 conv.turns.append(Turn(t["dia_id"], date, t["speaker"], t["text"]))
         known = {t.dia_id for t in conv.turns}
+        observations = sample.get("observation", {})
+        for _, key in sessions:
+            date = c.get(f"{key}_date_time", "")
+            for _speaker, facts in observations.get(f"{key}_observation", {}).items():
+                for text, source in facts:
+                    raw_ids = source.split(",") if isinstance(source, str) else list(source)
+                    conv.facts.append(Fact(date, text, parse_evidence([r.strip() for r in raw_ids], known)))
         for qa in sample["qa"]:
             raw = qa.get("evidence", [])
             conv.questions.append(Question(qa["question"], int(qa["category"]), parse_evidence(raw, known), raw))

@@ -59,9 +59,10 @@ class Judge:
         self.max_tokens = max_tokens
 
     async def search(
-        self, user_id: str, query: str, limit: int, provider: LLMProvider, filters: Filters = Filters()
+        self, user_id: str, query: str, limit: int, provider: LLMProvider, filters: Filters = Filters(),
+        min_relevance: float | None = None,
     ) -> tuple[list[ScoredMemory], str]:
-        request = await self.prepare(user_id, query, limit, filters)
+        request = await self.prepare(user_id, query, limit, filters, min_relevance)
         if not request.candidates:
             return [], "agentic"
         try:
@@ -73,8 +74,15 @@ class Judge:
             tool_input = exc.tool_input
         return self.settle(request, tool_input)
 
-    async def prepare(self, user_id: str, query: str, limit: int, filters: Filters = Filters()) -> JudgeRequest:
-        found = await self.retriever.search(user_id, query, method="hybrid", limit=self.candidates, filters=filters)
+    async def prepare(
+        self, user_id: str, query: str, limit: int, filters: Filters = Filters(), min_relevance: float | None = None
+    ) -> JudgeRequest:
+        """The question for the model: the hybrid candidates that pass `min_relevance` (None: the
+        default; memory/ranking.py). No candidate, no model call: an unrelated query costs nothing.
+        The chosen memories keep their candidates' relevance."""
+        found = await self.retriever.search(
+            user_id, query, method="hybrid", limit=self.candidates, filters=filters, min_relevance=min_relevance
+        )
         candidates = found.results
         listing = "\n".join(
             f"- id={m.memory_id} | {m.memory}" + (f" | topics: {', '.join(m.topics)}" if m.topics else "")

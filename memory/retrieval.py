@@ -7,19 +7,24 @@
 - `agentic`: hybrid candidates (at most `AGENTIC_CANDIDATES`) judged by an LLM (memory/judge.py).
 - `last_n` / `first_n`: by time; the default without a query.
 
-The result always names the method that actually ran.
+The result always names the method that actually ran. Each result of a method with a query
+carries `relevance` in [0, 1] (memory/ranking.py: fitted from the raw cosine and the share of
+the query's words the memory holds); results under `min_relevance` (default
+`DEFAULT_MIN_RELEVANCE`, 0 turns it off) are dropped, so an unrelated query finds nothing.
+`last_n` / `first_n` have no query: their relevance is null and `min_relevance` does not apply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from .errors import InvalidArgument, MethodUnavailable
 from .models import ScoredMemory
-from .ranking import CANDIDATES, build_fts_query, fuse
+from .ranking import CANDIDATES, DEFAULT_MIN_RELEVANCE, build_fts_query, coverage, fuse, query_terms, relevance, term_weight
 from .store import Filters, Store
 from .vectors import VectorIndex
 
@@ -65,6 +70,24 @@ class Retriever:
             raise MethodUnavailable(EMBEDDINGS_OFF)
         return query, method, limit
 
+    @staticmethod
+    def check_min_relevance(min_relevance: float | None) -> float:
+        """The threshold to apply: `DEFAULT_MIN_RELEVANCE` for None, else a number from 0 to 1."""
+        if min_relevance is None:
+            return DEFAULT_MIN_RELEVANCE
+        if (
+            isinstance(min_relevance, bool)
+            or not isinstance(min_relevance, (int, float))
+            or not math.isfinite(min_relevance)
+            or not 0 <= min_relevance <= 1
+        ):
+            raise InvalidArgument(
+                "min_relevance",
+                f"must be a number from 0 to 1, got {min_relevance!r}; leave it out for the default "
+                f"{DEFAULT_MIN_RELEVANCE}, or pass 0 to keep every result",
+            )
+        return float(min_relevance)
+
     async def search(
         self,
         user_id: str,
@@ -73,9 +96,13 @@ class Retriever:
         method: Method | None = None,
         limit: int = 10,
         filters: Filters = Filters(),
+        min_relevance: float | None = None,
     ) -> SearchOutcome:
-        """Run any method but `agentic` (which needs a model: see `candidates` and memory/judge.py)."""
+        """Run any method but `agentic` (which needs a model: see `candidates` and memory/judge.py).
+
+        `min_relevance`: None for `DEFAULT_MIN_RELEVANCE`; 0 keeps every result."""
         query, method, limit = self.check(query, method, limit)
+        threshold = self.check_min_relevance(min_relevance)
         if method == "agentic":
             # The search tool and the CLI send `agentic` to the judge, which needs a model.
             raise MethodUnavailable(
@@ -90,16 +117,19 @@ class Retriever:
             return SearchOutcome([], method if self.vectors is not None or method != "hybrid" else "keyword")
         if method == "keyword" or (method == "hybrid" and self.vectors is None):
             # Without embeddings hybrid is keyword, and the result says so.
-            return SearchOutcome(await self.store.keyword(user_id, query, limit=limit, filters=filters), "keyword")
+            return SearchOutcome(await self._keyword(user_id, query, limit, filters, threshold), "keyword")
         if method == "semantic":
-            return SearchOutcome(await self._semantic(user_id, query, limit, filters), "semantic")
-        return SearchOutcome(await self._hybrid(user_id, query, limit, filters), "hybrid")
+            return SearchOutcome(await self._semantic(user_id, query, limit, filters, threshold), "semantic")
+        return SearchOutcome(await self._hybrid(user_id, query, limit, filters, threshold), "hybrid")
 
     async def candidates(
-        self, user_id: str, query: str, k: int, filters: Filters = Filters()
+        self, user_id: str, query: str, k: int, filters: Filters = Filters(), min_relevance: float | None = 0.0
     ) -> list[ScoredMemory]:
-        """The best `k` memories by the default method (hybrid, or keyword without embeddings)."""
-        outcome = await self.search(user_id, query, method="hybrid", limit=k, filters=filters)
+        """The best `k` memories by the default method (hybrid, or keyword without embeddings).
+
+        Every candidate by default (`min_relevance` 0): extraction shows the model the user's
+        nearest memories, related or not, so that it can tell a new fact from a changed one."""
+        outcome = await self.search(user_id, query, method="hybrid", limit=k, filters=filters, min_relevance=min_relevance)
         return outcome.results
 
     async def related(self, user_id: str, texts: Sequence[str], k: int) -> list[ScoredMemory]:
@@ -118,15 +148,29 @@ class Retriever:
 
     # -- the methods -------------------------------------------------------------------------
 
-    async def _semantic(self, user_id: str, query: str, limit: int, filters: Filters) -> list[ScoredMemory]:
-        assert self.vectors is not None
-        hits, _ = await self.vectors.search(user_id, query, limit, filters)
-        return await self._rows(user_id, hits)
+    async def _keyword(
+        self, user_id: str, query: str, limit: int, filters: Filters, threshold: float
+    ) -> list[ScoredMemory]:
+        found = await self.store.keyword(user_id, query, limit=limit, filters=filters)
+        covered = await self._coverage(user_id, query, [m.memory_id for m in found])
+        for m in found:
+            m.relevance = relevance(coverage=covered.get(m.memory_id, 0.0))
+        return [m for m in found if m.relevance is not None and m.relevance >= threshold]
 
-    async def _hybrid(self, user_id: str, query: str, limit: int, filters: Filters) -> list[ScoredMemory]:
+    async def _semantic(
+        self, user_id: str, query: str, limit: int, filters: Filters, threshold: float
+    ) -> list[ScoredMemory]:
+        assert self.vectors is not None
+        hits, _, _ = await self.vectors.search(user_id, query, limit, filters)
+        rel = {m: relevance(cosine=cos) for m, cos in hits}
+        return await self._rows(user_id, [(m, s) for m, s in hits if rel[m] >= threshold], rel)
+
+    async def _hybrid(
+        self, user_id: str, query: str, limit: int, filters: Filters, threshold: float
+    ) -> list[ScoredMemory]:
         assert self.vectors is not None
         # SQLite and the embedding model each run in a thread of their own: overlap them.
-        keyword, (semantic, timeline) = await asyncio.gather(
+        keyword, (semantic, timeline, query_vector) = await asyncio.gather(
             self.store.keyword_ranked(user_id, query, limit=CANDIDATES, filters=filters),
             self.vectors.search(user_id, query, CANDIDATES, filters),
         )
@@ -136,8 +180,38 @@ class Retriever:
         candidates = {m for m, _ in keyword}.union(m for m, _ in semantic)
         recency = {m: f"{position[m]:012d}" for m in candidates if m in position}
         fused = fuse(keyword, semantic, recency, position=position, questions=timeline.questions)
-        return await self._rows(user_id, fused[:limit])
+        # Relevance: the raw cosine of every candidate, and the words held by the keyword hits
+        # (coverage 0 for the others, as in the fit; see memory/ranking.py).
+        covered = await self._coverage(user_id, query, [m for m, _ in keyword])
+        cosine = dict(semantic)
+        rel: dict[str, float] = {}
+        kept: list[tuple[str, float]] = []
+        for m, score in fused:
+            if m not in cosine:
+                row = timeline.rows.get(m)
+                cosine[m] = float(timeline.matrix[row] @ query_vector) if row is not None else 0.0
+            rel[m] = relevance(cosine=cosine[m], coverage=covered.get(m, 0.0))
+            if rel[m] >= threshold:
+                kept.append((m, score))
+                if len(kept) == limit:
+                    break
+        return await self._rows(user_id, kept, rel)
 
-    async def _rows(self, user_id: str, ranked: Sequence[tuple[str, float]]) -> list[ScoredMemory]:
-        """The memories of `ranked` ids, in that order, with its scores (ids deleted meanwhile are left out)."""
-        return await self.store.scored(user_id, [(m, round(float(score), 6)) for m, score in ranked])
+    async def _coverage(self, user_id: str, query: str, memory_ids: Sequence[str]) -> dict[str, float]:
+        """Each memory's share of the query words' weight (memory/ranking.py `coverage`)."""
+        terms = query_terms(query)
+        if not memory_ids or not terms:
+            return {}
+        size, counts, held = await self.store.term_matches(user_id, terms, memory_ids)
+        weights = {t: term_weight(counts.get(t, 0), size) for t in terms}
+        return {m: coverage(weights, words) for m, words in held.items()}
+
+    async def _rows(
+        self, user_id: str, ranked: Sequence[tuple[str, float]], rel: dict[str, float]
+    ) -> list[ScoredMemory]:
+        """The memories of `ranked` ids, in that order, with its scores and `rel`evance (ids
+        deleted meanwhile are left out)."""
+        found = await self.store.scored(user_id, [(m, round(float(score), 6)) for m, score in ranked])
+        for m in found:
+            m.relevance = rel.get(m.memory_id)
+        return found

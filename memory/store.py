@@ -565,6 +565,16 @@ class Store:
         rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters)
         return [(r["memory_id"], -float(r["rank"])) for r in rows]
 
+    async def term_matches(
+        self, user_id: str, terms: Sequence[str], memory_ids: Sequence[str]
+    ) -> tuple[int, dict[str, int], dict[str, set[str]]]:
+        """For relevance (memory/ranking.py): the number of memories in the user's full-text
+        index, how many hold each of `terms` (counted up to half of them + 1, as the keyword
+        search counts common words), and which of `terms` each of `memory_ids` holds. Call it
+        after a keyword search, which brings the index up to date."""
+        fts = fts_table(user_id)
+        return await _in_thread(self._reader, _term_matches, fts, list(terms), list(memory_ids), self._index_stats.get(fts))
+
     async def _keyword_rows(
         self, user_id: str, query: str, columns: str, limit: int, filters: Filters
     ) -> list[sqlite3.Row]:
@@ -1080,6 +1090,37 @@ def _keyword_read(
         )
         rows = db.execute(sql, (match, user_id, limit) if without_retired else (match, limit)).fetchall()
     return _KeywordRead(rows=rows, stats=stats)
+
+
+def _term_matches(
+    db: sqlite3.Connection, fts: str, terms: list[str], memory_ids: list[str], stats: _IndexStats | None
+) -> tuple[int, dict[str, int], dict[str, set[str]]]:
+    """See `Store.term_matches`; the counts the keyword search kept for this state are reused."""
+    held: dict[str, set[str]] = {m: set() for m in memory_ids}
+    if not _index_exists(db, fts):
+        return 0, {t: 0 for t in terms}, held
+    version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+    if stats is None or stats.version != version:
+        stats = _IndexStats(version, int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0]))
+    cap = stats.size // 2 + 1
+    for term in terms:
+        if term not in stats.matches:
+            stats.matches[term] = int(db.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {cap})", (fts_match([term]),)
+            ).fetchone()[0])
+    counts = {t: stats.matches[t] for t in terms}
+    if memory_ids:
+        rowid_of: dict[int, str] = {}
+        for chunk, marks in _id_chunks(memory_ids):
+            rowid_of.update(
+                (int(r[0]), r[1]) for r in db.execute(f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
+            )
+        rowids = ",".join(map(str, rowid_of))  # integers from the table itself
+        for term in terms:
+            if counts[term] and rowids:
+                for (rowid,) in db.execute(f"SELECT rowid FROM {fts} WHERE {fts} MATCH ? AND rowid IN ({rowids})", (fts_match([term]),)):
+                    held[rowid_of[rowid]].add(term)
+    return stats.size, counts, held
 
 
 def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence[str], stats: _IndexStats) -> str | None:

@@ -196,9 +196,10 @@ class VectorIndex:
 
     async def search(
         self, user_id: str, query: str, k: int, filters: Filters = Filters()
-    ) -> tuple[list[tuple[str, float]], UserVectors]:
-        """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first, and
-        the user's vectors (for the timeline position and the questions among the memories)."""
+    ) -> tuple[list[tuple[str, float]], UserVectors, np.ndarray]:
+        """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first, the
+        user's vectors (for the timeline position and the questions among the memories) and the
+        query's vector (for the cosine of any other memory: relevance, memory/ranking.py)."""
         # The model runs in its own thread while the user's vectors are checked on SQLite's
         # (that check queues behind hybrid's keyword query, which would otherwise delay the model).
         embedding = asyncio.ensure_future(self.embed([query]))
@@ -210,7 +211,7 @@ class VectorIndex:
             raise
         query_vector = (await embedding)[0]
         if vectors.live == 0:
-            return [], vectors
+            return [], vectors, query_vector
         scores = vectors.matrix[: vectors.size] @ query_vector
         allowed = vectors.alive[: vectors.size]
         filtered = filters.narrows
@@ -224,10 +225,10 @@ class VectorIndex:
             scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
         if k == 0:
-            return [], vectors
+            return [], vectors, query_vector
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors
+        return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors, query_vector
 
     async def settled(self) -> None:
         """Wait until every committed change is in the index, so a search never misses a write."""

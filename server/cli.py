@@ -123,10 +123,14 @@ async def _search(settings: Settings, args: argparse.Namespace) -> int:
             if app.llm is None:
                 raise MemoirError("agentic search from the command line needs ANTHROPIC_API_KEY")
             query, _, limit = app.retriever.check(args.query, "agentic", args.limit)
-            results, method = await app.judge.search(settings.user_id, query or "", limit, app.llm, filters)
+            app.retriever.check_min_relevance(args.min_relevance)
+            results, method = await app.judge.search(
+                settings.user_id, query or "", limit, app.llm, filters, min_relevance=args.min_relevance
+            )
         else:
             outcome = await app.retriever.search(
-                settings.user_id, args.query, method=args.method, limit=args.limit, filters=filters
+                settings.user_id, args.query, method=args.method, limit=args.limit, filters=filters,
+                min_relevance=args.min_relevance,
             )
             results, method = outcome.results, outcome.retrieval_method
         kept, tokens, cut = fit(results, max_tokens)
@@ -327,6 +331,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--method", help="retrieval method (default: keyword with a query, last_n without)")
     search.add_argument("--limit", type=int, default=10)
     search.add_argument("--max-tokens", type=int, help="a budget for the memory text (ASCII characters 1/4 token, others 1)")
+    search.add_argument(
+        "--min-relevance", type=float, default=None, metavar="R",
+        help="drop results whose relevance (0-1) is below R (default 0.3; 0 keeps every result)",
+    )
     search.set_defaults(run=_search)
 
     listing = sub.add_parser("list", parents=[common, user, validity], help="list memories, newest first")

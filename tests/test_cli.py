@@ -134,7 +134,7 @@ async def test_cli_undoes_a_delete_made_over_mcp(tmp_path: Path) -> None:
         # The server is still running: the CLI writes next to it (WAL, busy timeout) ...
         await asyncio.to_thread(ok, "undo", str(events[-1]["event_id"]), "--db", str(db))
         # ... and the server sees the restored memory at once.
-        found = await client.call_tool("search_memories", {"query": "peanut allergy", "retrieval_method": "keyword"})
+        found = await client.call_tool("search_memories", {"query": "peanut allergy", "retrieval_method": "keyword", "min_relevance": 0})
         assert [r["memory_id"] for r in found.structured_content["results"]] == [added["memory_id"]]
 
 

@@ -99,13 +99,13 @@ async def test_writes_during_a_users_vector_load_reach_the_matrix(db_path: Path)
             await other.apply("ava", [Edit("add", memory=f"Ava imported note {i}") for i in range(30)])
         finally:
             await other.close()
-        search = asyncio.ensure_future(retriever.search("ava", "notes", method="semantic", limit=100))
+        search = asyncio.ensure_future(retriever.search("ava", "notes", method="semantic", limit=100, min_relevance=0))
         await asyncio.to_thread(model.entered.wait, 30)
         added = [(await store.add("ava", f"Ava added while loading {i}")).memory_id for i in range(20)]
         await retriever.vectors.settled()  # the background task has applied those adds (to no loaded matrix)
         model.release.set()
         await search
-        found = await retriever.search("ava", "notes", method="semantic", limit=100)
+        found = await retriever.search("ava", "notes", method="semantic", limit=100, min_relevance=0)
         assert set(added) <= {m.memory_id for m in found.results}
         assert len(found.results) == 1 + 30 + 20
     finally:
@@ -136,7 +136,7 @@ async def test_a_call_stopped_while_its_commit_runs_still_reaches_the_vectors(db
         await _in_thread(store._writer, lambda conn: conn.set_trace_callback(None))
         listed = {m.memory for m in (await store.list("ava")).memories}
         assert listed == {"Ava likes to ski", "Ava plays the cello"}  # committed, though the call was stopped
-        found = await retriever.search("ava", "cello", method="semantic", limit=10)
+        found = await retriever.search("ava", "cello", method="semantic", limit=10, min_relevance=0)
         assert {m.memory for m in found.results} == listed
     finally:
         release.set()

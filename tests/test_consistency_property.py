@@ -250,7 +250,7 @@ async def check_every_method(retriever: Retriever, world: World, user: str, numb
             found = {m.memory_id for m in (await retriever.store.list(user, limit=100)).memories}
         else:
             query = None if method == "last_n" else "memo"
-            outcome = await retriever.search(user, query, method=method, limit=100)  # type: ignore[arg-type]
+            outcome = await retriever.search(user, query, method=method, limit=100, min_relevance=0)  # type: ignore[arg-type]
             found = {m.memory_id for m in outcome.results}
         after = set(world.live[user])
         assert before <= found <= after, (

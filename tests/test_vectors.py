@@ -29,7 +29,7 @@ def stored_vectors(db_path: Path) -> dict[str, str]:
 
 
 async def semantic_ids(retriever: Retriever, user: str, query: str, k: int = 3) -> list[str]:
-    outcome = await retriever.search(user, query, method="semantic", limit=k)
+    outcome = await retriever.search(user, query, method="semantic", limit=k, min_relevance=0)
     return [m.memory_id for m in outcome.results]
 
 
@@ -93,7 +93,7 @@ async def test_filters_apply_to_semantic_search(index: Retriever) -> None:
 
     music = await index.store.add("ava", "Ava plays the cello", ["music"])
     await index.store.add("ava", "Ava plays the violin", ["childhood"])
-    outcome = await index.search("ava", "instrument", method="semantic", limit=5, filters=Filters(topics=("music",)))
+    outcome = await index.search("ava", "instrument", method="semantic", limit=5, filters=Filters(topics=("music",)), min_relevance=0)
     assert [m.memory_id for m in outcome.results] == [music.memory_id]
 
 
@@ -139,7 +139,9 @@ async def test_embedding_runs_after_the_call_and_outside_its_deadline(
     settings = replace(settings, access=replace(settings.access, call_timeout=5.0))
     async with running_app(settings) as app, Client(build_server(app), mode="legacy") as client:
         ids = [(await call(client, "add_memory", memory=f"Ava went on trip number {i}"))["memory_id"] for i in range(40)]
-        found = await call(client, "search_memories", query="journeys", retrieval_method="semantic", limit=100)
+        found = await call(
+            client, "search_memories", query="journeys", retrieval_method="semantic", limit=100, min_relevance=0
+        )
     assert {r["memory_id"] for r in found["results"]} == set(ids)
     assert not [r for r in caplog.records if "could not embed" in r.getMessage()]
     assert set(stored_vectors(db_path)) == set(ids)

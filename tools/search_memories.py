@@ -13,6 +13,7 @@ from pydantic import Field
 from memoir.memory.budget import MAX_TOKENS_LIMIT, check_max_tokens, fit
 from memoir.memory.limits import parse_time
 from memoir.memory.models import PlainSchema, ScoredMemory
+from memoir.memory.ranking import DEFAULT_MIN_RELEVANCE
 from memoir.memory.retrieval import Method
 from memoir.memory.store import Filters
 
@@ -57,6 +58,14 @@ MaxTokensArg = Annotated[
         "order; a memory that does not fit is skipped (never cut) and smaller ones after it may still fit."
     ),
 ]
+MinRelevanceArg = Annotated[
+    float | None,
+    Field(
+        description="Drop results whose relevance (0-1, how likely a memory is about the query) is below this. "
+        f"Default {DEFAULT_MIN_RELEVANCE}: an unrelated query finds nothing. 0 keeps every result (best guesses). "
+        "Not used by last_n / first_n."
+    ),
+]
 
 
 def _filters(
@@ -84,6 +93,7 @@ async def _judge_with_client_model(
     as_of: AsOf = None,
     include_superseded: IncludeSuperseded = False,
     max_tokens: MaxTokensArg = None,
+    min_relevance: MinRelevanceArg = None,
 ) -> Sample | None:
     """For `agentic` without an API key: ask the client's model to judge the candidates."""
     app = app_context(ctx)
@@ -91,10 +101,13 @@ async def _judge_with_client_model(
         return None
     query, _, limit = app.retriever.check(query, retrieval_method, limit)
     check_max_tokens(max_tokens)
+    app.retriever.check_min_relevance(min_relevance)
     filters = _filters(app, topics, created_after, created_before, as_of, include_superseded)
     if not sampling.needs_sampling(app, ctx):
         return None
-    request = await app.judge.prepare(app.user(user_id), query or "", limit, filters)
+    request = await app.judge.prepare(app.user(user_id), query or "", limit, filters, min_relevance)
+    if not request.candidates:
+        return None  # nothing passed min_relevance: no question for the client's model
     return sampling.sample(request.system, request.messages, request.tool, app.judge.max_tokens)
 
 
@@ -111,14 +124,18 @@ async def search_memories(
     as_of: AsOf = None,
     include_superseded: IncludeSuperseded = False,
     max_tokens: MaxTokensArg = None,
+    min_relevance: MinRelevanceArg = None,
 ) -> SearchResult:
     """Search the user's memories. Call it before answering anything that depends on who the
     user is, what they like or what they told you before.
 
     The default finds memories by meaning as well as by words, so "Is the user a morning
     person?" finds "Ava wakes at 5 am every day". A query of only common words ("the",
-    "what is") finds nothing. Each result carries a score: higher is better, and its scale
-    depends on the method.
+    "what is") finds nothing. Each result carries a score (higher is better; its scale depends
+    on the method) and a relevance from 0 to 1 that means the same for every query: results
+    under min_relevance (default 0.3) are left out, so a query about something the user never
+    mentioned returns nothing. If you expected a match, search again with min_relevance=0 to
+    see the best guesses.
 
     Only current memories are returned: one superseded by a newer fact (add_memory with
     supersedes) is left out. as_of returns what was valid at a past moment instead
@@ -147,15 +164,18 @@ async def search_memories(
     filters = _filters(app, topics, created_after, created_before, as_of, include_superseded)
     if retrieval_method == "agentic":
         query, _, limit = app.retriever.check(query, retrieval_method, limit)
+        app.retriever.check_min_relevance(min_relevance)
         if isinstance(sampled, types.CreateMessageResult):
-            request = await app.judge.prepare(user, query or "", limit, filters)
+            request = await app.judge.prepare(user, query or "", limit, filters, min_relevance)
             chosen, _ = sampling.tool_input(sampled, request.tool)
             results, method = app.judge.settle(request, chosen)
         else:
             sampling.needs_sampling(app, ctx)
-            results, method = await app.judge.search(user, query or "", limit, app.llm, filters)  # type: ignore[arg-type]
+            results, method = await app.judge.search(user, query or "", limit, app.llm, filters, min_relevance)  # type: ignore[arg-type]
         return _budgeted(results, method, max_tokens)
-    outcome = await app.retriever.search(user, query, method=retrieval_method, limit=limit, filters=filters)
+    outcome = await app.retriever.search(
+        user, query, method=retrieval_method, limit=limit, filters=filters, min_relevance=min_relevance
+    )
     return _budgeted(outcome.results, outcome.retrieval_method, max_tokens)
 
 
