@@ -14,7 +14,7 @@ from memoir.memory.errors import InvalidArgument
 from memoir.memory.extraction import ExtractionRejected, ExtractionRequest, ExtractionResult, Message, repair_messages
 
 from . import sampling
-from .context import app_context
+from .context import app_context, tool_errors
 from .fields import UserId
 
 ANNOTATIONS = ToolAnnotations(
@@ -54,8 +54,10 @@ async def _request(ctx: Context, message: str | None, messages: list[ChatMessage
 
 # Two resolvers, run only when the client's model is used (no API key): the question, then -
 # if the answer fails the checks - one repair question. With an API key both return None.
+# The SDK runs them before the handler, outside its `tool_errors`: they need their own.
 
 
+@tool_errors
 async def _ask(
     ctx: Context, message: MessageArg = None, messages: MessagesArg = None, user_id: UserId = None
 ) -> Sample | None:
@@ -66,6 +68,7 @@ async def _ask(
     return sampling.sample(request.system, request.messages, request.tool, app.extractor.settings.max_tokens)
 
 
+@tool_errors
 async def _repair(
     ctx: Context,
     first: Annotated[types.CreateMessageResult | None, Resolve(_ask)],

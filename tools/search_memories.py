@@ -16,7 +16,7 @@ from memoir.memory.retrieval import Method
 from memoir.memory.store import Filters
 
 from . import sampling
-from .context import AppContext, app_context
+from .context import AppContext, app_context, tool_errors
 from .fields import TopicFilter, UserId
 
 ANNOTATIONS = ToolAnnotations(
@@ -52,6 +52,7 @@ def _filters(app: AppContext, topics: list[str] | None, after: str | None, befor
     )
 
 
+@tool_errors  # the SDK runs resolvers before the handler, outside its own `tool_errors`
 async def _judge_with_client_model(
     ctx: Context,
     query: QueryArg = None,
