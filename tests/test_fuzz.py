@@ -174,6 +174,8 @@ def test_hostile_arguments_never_crash_and_change_nothing_when_refused(tmp_path:
             if not result.is_error:
                 seen["accepted"] += 1
                 assert result.structured_content is not None
+                if tool == "clear_memories":  # only JSON true deletes (never "yes", 1, 1.0, ...)
+                    assert arguments.get("confirm") is True, arguments.get("confirm")
                 return
             seen["refused"] += 1
             text = result.content[0].text

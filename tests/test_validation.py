@@ -20,6 +20,37 @@ from .helpers import call, call_error
 from .test_extraction import SamplingClient
 from .test_tools import snapshot
 
+# -- defect 7: only JSON true deletes ---------------------------------------------------------------
+
+NOT_JSON_TRUE = ["true", "True", "yes", "on", "1", "y", "t", 1, 1.0, "false", 0, None, [], {}]
+
+
+async def test_clear_memories_deletes_only_on_json_true(client: Client, app: AppContext) -> None:
+    await call(client, "add_memory", memory="Ava likes to ski")
+    before = await snapshot(app)
+    for confirm in NOT_JSON_TRUE:
+        error = await call_error(client, "clear_memories", confirm=confirm)
+        assert "confirm" in error and "JSON boolean true" in error and "nothing was deleted" in error, error
+        assert await snapshot(app) == before, confirm
+    assert "confirm" in await call_error(client, "clear_memories")  # omitted: false
+    assert (await call(client, "clear_memories", confirm=True)) == {"deleted": 1}
+
+
+async def test_dry_run_takes_only_json_booleans(client: Client, app: AppContext) -> None:
+    """A dry_run the server misread would apply what the caller only wanted to see: no guessing."""
+    before = await snapshot(app)
+    for dry_run in ["true", "yes", "1", 1, "false", "no", 0, None]:
+        error = await call_error(client, "extract_memories", message="I like tea", dry_run=dry_run)
+        assert "dry_run" in error and "JSON boolean" in error, error
+    assert await snapshot(app) == before
+
+
+async def test_the_booleans_are_booleans_in_the_schema(client: Client) -> None:
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert tools["clear_memories"].input_schema["properties"]["confirm"]["type"] == "boolean"
+    assert tools["extract_memories"].input_schema["properties"]["dry_run"]["type"] == "boolean"
+
+
 # -- defect 8: every malformed value is a field error --------------------------------------------------
 
 

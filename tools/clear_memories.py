@@ -13,7 +13,7 @@ from memoir.memory.models import PlainSchema
 from memoir.memory.store import Change
 
 from .context import app_context
-from .fields import UserId
+from .fields import UserId, strict_bool
 
 ANNOTATIONS = ToolAnnotations(
     title="Clear all memories of a user",
@@ -30,7 +30,11 @@ class Cleared(PlainSchema):
 
 async def clear_memories(
     ctx: Context,
-    confirm: Annotated[bool, Field(description="Must be true: deleting everything is deliberate.")] = False,
+    confirm: Annotated[
+        bool,
+        Field(strict=True, description="Must be the JSON boolean true: deleting everything is deliberate."),
+        strict_bool("send confirm=true (a JSON boolean) to delete every memory of the user; nothing was deleted"),
+    ] = False,
     user_id: UserId = None,
 ) -> Cleared:
     """Delete every memory of the user - only when the user clearly asks you to forget

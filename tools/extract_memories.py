@@ -15,7 +15,7 @@ from memoir.memory.extraction import ExtractionRejected, ExtractionRequest, Extr
 
 from . import sampling
 from .context import app_context, tool_errors
-from .fields import UserId
+from .fields import UserId, strict_bool
 
 ANNOTATIONS = ToolAnnotations(
     title="Extract memories from a conversation",
@@ -36,7 +36,11 @@ MessagesArg = Annotated[
     list[ChatMessage] | None,
     Field(description="A conversation to learn from: [{role: 'user' | 'assistant' | 'system', content}], up to 200."),
 ]
-DryRunArg = Annotated[bool, Field(description="Only report the operations, apply nothing.")]
+DryRunArg = Annotated[
+    bool,
+    Field(strict=True, description="Only report the operations, apply nothing (JSON true or false)."),
+    strict_bool("send dry_run=true to only see the operations, or false (or omit it) to apply them"),
+]
 
 
 def _messages(message: str | None, messages: list[ChatMessage] | None) -> list[Message]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 UserId = Annotated[
     str | None,
@@ -28,3 +29,30 @@ TopicFilter = Annotated[
 ]
 
 MemoryId = Annotated[str, Field(description="The memory_id returned by add_memory, search_memories or list_memories.")]
+
+
+def strict_bool(fix: str) -> BeforeValidator:
+    """Only JSON true or false: pydantic's lax bool reads "yes", "on", "1", 1 and 1.0 as true, and a
+    switch that deletes or applies things must not be turned by a string that merely looks like one.
+    Checked before the tool runs, so a refused call has done nothing; `fix` says what to send."""
+
+    def check(value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        raise PydanticCustomError(
+            "strict_bool",
+            "must be the JSON boolean true or false, not {got}; {fix}",
+            {"got": _shown(value), "fix": fix},
+        )
+
+    return BeforeValidator(check)
+
+
+_JSON_TYPES: dict[type, str] = {str: "string", int: "number", float: "number", list: "array", dict: "object"}
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as the caller sent it, in JSON's words and clipped (it may be huge)."""
+    if value is None:
+        return "null"
+    return f"the {_JSON_TYPES.get(type(value), type(value).__name__)} {value!r}"[:80]
