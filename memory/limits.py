@@ -75,8 +75,19 @@ class Limits:
         return text
 
     def topics(self, values: Sequence[str], field: str = "topics") -> list[str]:
-        """Trimmed, lower-cased, de-duplicated (first occurrence kept)."""
+        """Trimmed, lower-cased, de-duplicated (first occurrence kept).
+
+        The count is checked before any per-topic work, and every entry counts (duplicates too):
+        a call with 100,000 topics is refused at once instead of being normalised and de-duplicated
+        on the event loop, where the call time limit cannot stop it.
+        """
+        if len(values) > self.topics_max_count:
+            raise InvalidArgument(
+                field,
+                f"has {len(values)} topics, over the limit of {self.topics_max_count}; keep the most telling ones",
+            )
         out: list[str] = []
+        seen: set[str] = set()
         for i, raw in enumerate(values):
             topic = raw.strip().lower()
             if not topic:
@@ -88,12 +99,9 @@ class Limits:
                 )
             if _CONTROL.search(topic) or _has_lone_surrogate(topic):
                 raise InvalidArgument(f"{field}[{i}]", "contains control characters or invalid Unicode")
-            if topic not in out:
+            if topic not in seen:
+                seen.add(topic)
                 out.append(topic)
-        if len(out) > self.topics_max_count:
-            raise InvalidArgument(
-                field, f"has {len(out)} topics, over the limit of {self.topics_max_count}; keep the most telling ones"
-            )
         return out
 
     def query(self, value: str, field: str = "query") -> str:

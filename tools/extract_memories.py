@@ -12,10 +12,11 @@ from pydantic import BaseModel, Field
 
 from memoir.memory.errors import InvalidArgument
 from memoir.memory.extraction import ExtractionRejected, ExtractionRequest, ExtractionResult, Message, repair_messages
+from memoir.memory.limits import Limits
 
 from . import sampling
 from .context import app_context, tool_errors
-from .fields import UserId, strict_bool
+from .fields import UserId, max_items, strict_bool
 
 ANNOTATIONS = ToolAnnotations(
     title="Extract memories from a conversation",
@@ -32,9 +33,17 @@ class ChatMessage(BaseModel):
 
 
 MessageArg = Annotated[str | None, Field(description="One message from the user to learn from.")]
+# The message count is bounded in the schema itself: pydantic then refuses 30,000 messages before it
+# builds 30,000 objects (about 75 ms of the event loop), and the model reads the bound as maxItems.
+MESSAGES_MAX_COUNT = Limits().messages_max_count
 MessagesArg = Annotated[
     list[ChatMessage] | None,
-    Field(description="A conversation to learn from: [{role: 'user' | 'assistant' | 'system', content}], up to 200."),
+    Field(
+        max_length=MESSAGES_MAX_COUNT,
+        description=f"A conversation to learn from: [{{role: 'user' | 'assistant' | 'system', content}}], up to "
+        f"{MESSAGES_MAX_COUNT} messages and 100,000 characters in all; send a longer one in several calls.",
+    ),
+    max_items(MESSAGES_MAX_COUNT, "messages", "send the conversation in several calls"),
 ]
 DryRunArg = Annotated[
     bool,

@@ -18,14 +18,14 @@ UserId = Annotated[
 Topics = Annotated[
     list[str],
     Field(
-        description="Short labels for the memory, e.g. ['hobbies', 'travel']: at most 16, each up to 64 "
-        "characters; stored trimmed and lower-cased."
+        description="Short labels for the memory, e.g. ['hobbies', 'travel']: at most 16 (duplicates count), "
+        "each up to 64 characters; stored trimmed and lower-cased."
     ),
 ]
 
 TopicFilter = Annotated[
     list[str] | None,
-    Field(description="Only memories that have at least one of these topics."),
+    Field(description="Only memories that have at least one of these topics (at most 16)."),
 ]
 
 MemoryId = Annotated[str, Field(description="The memory_id returned by add_memory, search_memories or list_memories.")]
@@ -44,6 +44,21 @@ def strict_bool(fix: str) -> BeforeValidator:
             "must be the JSON boolean true or false, not {got}; {fix}",
             {"got": _shown(value), "fix": fix},
         )
+
+    return BeforeValidator(check)
+
+
+def max_items(limit: int, what: str, fix: str) -> BeforeValidator:
+    """Refuse a list longer than `limit` before pydantic builds its items, with memoir's wording
+    (`Field(max_length=...)` also refuses early, and puts maxItems in the schema the model reads)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError(
+                "too_long", "has {n} {what}, over the limit of {limit}; {fix}",
+                {"n": len(value), "what": what, "limit": limit, "fix": fix},
+            )
+        return value
 
     return BeforeValidator(check)
 
