@@ -195,10 +195,7 @@ def test_hostile_arguments_never_crash_and_change_nothing_when_refused(tmp_path:
         assert seen["refused"] > EXAMPLES // 3
         assert runner.run(app.store.integrity_check()) == "ok"
     finally:
-        runner.close()
-        loop = asyncio.new_event_loop()
-        loop.run_until_complete(close_app(app))
-        loop.close()
+        runner.close(then=lambda: close_app(app))
 
 
 async def test_a_malformed_memory_id_is_a_clear_error_everywhere(client) -> None:  # noqa: ANN001 - conftest fixture
