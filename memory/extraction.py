@@ -402,17 +402,19 @@ class Extractor:
         """The model's answer as operations, or `ExtractionRejected` listing every problem."""
         if tool_input is None:
             raise ExtractionRejected([f"the answer did not call {TOOL_NAME}"])
+        # The count is checked on the raw answer, before pydantic builds one object per operation.
+        raw = tool_input.get("operations") if isinstance(tool_input, dict) else None
+        if isinstance(raw, list) and len(raw) > self.settings.max_operations:
+            raise ExtractionRejected(
+                [f"{len(raw)} operations is over the cap of {self.settings.max_operations}; keep the most important"]
+            )
         try:
             proposed = ProposedOperations.model_validate(tool_input).operations
         except ValidationError as exc:
             raise ExtractionRejected(
-                [f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]
+                _listed([f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()])
             ) from None
         problems: list[str] = []
-        if len(proposed) > self.settings.max_operations:
-            problems.append(
-                f"{len(proposed)} operations is over the cap of {self.settings.max_operations}; keep the most important"
-            )
         touched: set[str] = set()
         stamp = now()
         for i, op in enumerate(proposed):
@@ -449,7 +451,7 @@ class Extractor:
                 except InvalidArgument as exc:
                     problems.append(str(exc))
         if problems:
-            raise ExtractionRejected(problems)
+            raise ExtractionRejected(_listed(problems))
         return proposed
 
     # -- applying ---------------------------------------------------------------------------
@@ -527,6 +529,16 @@ class Extractor:
         ]
         memories = [m for op, m in zip(operations, results) if op.op != "delete"]
         return applied, memories
+
+
+# Problems shown to the model (and in the error): enough to fix the answer, bounded however bad it is.
+MAX_PROBLEMS_LISTED = 20
+
+
+def _listed(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS_LISTED:
+        return problems
+    return problems[:MAX_PROBLEMS_LISTED] + [f"... and {len(problems) - MAX_PROBLEMS_LISTED} more problems"]
 
 
 def repair_messages(tool_input: Any, text: str, rejected: ExtractionRejected) -> list[dict[str, Any]]:

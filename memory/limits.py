@@ -75,8 +75,19 @@ class Limits:
         return text
 
     def topics(self, values: Sequence[str], field: str = "topics") -> list[str]:
-        """Trimmed, lower-cased, de-duplicated (first occurrence kept)."""
+        """Trimmed, lower-cased, de-duplicated (first occurrence kept).
+
+        The count is checked before any per-topic work, and every entry counts (duplicates too):
+        a call with 100,000 topics is refused at once instead of being normalised and de-duplicated
+        on the event loop, where the call time limit cannot stop it.
+        """
+        if len(values) > self.topics_max_count:
+            raise InvalidArgument(
+                field,
+                f"has {len(values)} topics, over the limit of {self.topics_max_count}; keep the most telling ones",
+            )
         out: list[str] = []
+        seen: set[str] = set()
         for i, raw in enumerate(values):
             topic = raw.strip().lower()
             if not topic:
@@ -88,12 +99,9 @@ class Limits:
                 )
             if _CONTROL.search(topic) or _has_lone_surrogate(topic):
                 raise InvalidArgument(f"{field}[{i}]", "contains control characters or invalid Unicode")
-            if topic not in out:
+            if topic not in seen:
+                seen.add(topic)
                 out.append(topic)
-        if len(out) > self.topics_max_count:
-            raise InvalidArgument(
-                field, f"has {len(out)} topics, over the limit of {self.topics_max_count}; keep the most telling ones"
-            )
         return out
 
     def query(self, value: str, field: str = "query") -> str:
@@ -119,23 +127,42 @@ class Limits:
         return value
 
 
+# The longest ISO-8601 time worth reading ("2026-01-31T09:30:00.123456+14:00" is 32 characters).
+_TIME_MAX_CHARS = 64
+_TIME_EXAMPLE = "use e.g. '2026-01-31' or '2026-01-31T09:30:00Z'"
+
+
 def parse_time(value: str | None, field: str) -> str | None:
-    """An ISO-8601 date or time, normalised to the store's UTC form (naive times are taken as UTC)."""
+    """An ISO-8601 date or time, normalised to the store's UTC form (naive times are taken as UTC).
+
+    Every malformed value is an `InvalidArgument`: not only what `fromisoformat` refuses, but also
+    a time whose conversion to UTC leaves the years 1-9999 (`0001-01-01T00:00:00+14:00` is in
+    year 0 in UTC), which `datetime` reports as an OverflowError.
+    """
     if value is None:
         return None
+    if not isinstance(value, str) or len(value) > _TIME_MAX_CHARS:
+        raise InvalidArgument(
+            field, f"is not an ISO-8601 date or time of at most {_TIME_MAX_CHARS} characters; {_TIME_EXAMPLE}"
+        )
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgument(
-            field, f"{value!r} is not an ISO-8601 date or time; use e.g. '2026-01-31' or '2026-01-31T09:30:00Z'"
-        ) from None
+        raise InvalidArgument(field, f"{value!r} is not an ISO-8601 date or time; {_TIME_EXAMPLE}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return format_time(parsed)
+    try:
+        return format_time(parsed)
+    except (OverflowError, ValueError):
+        raise InvalidArgument(
+            field, f"{value!r} is outside the years 1-9999 once converted to UTC; {_TIME_EXAMPLE}"
+        ) from None
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The store's form, compared as text: so the year is always four digits (strftime's %Y gives
+    '999' for the year 999 on glibc, which would sort after '2026')."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def now() -> str:

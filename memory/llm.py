@@ -349,8 +349,21 @@ def flatten_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [_flatten(m) for m in messages]
 
 
+# A text-only model's reply is checked for size before it is searched for JSON. memoir asks for at
+# most a few thousand tokens (extraction: 4,096), a few tens of thousands of characters; the cap
+# leaves ample room and stops a client's "model" (MCP sampling: whatever the client sends) from
+# handing the event loop megabytes to scan.
+MAX_REPLY_CHARS = 200_000
+
+
 def tool_input_from_text(text: str, tool: ToolSpec) -> dict[str, Any]:
     """The JSON object a text-only model gave as ``tool``'s input; :class:`LLMBadOutput` if none."""
+    if len(text) > MAX_REPLY_CHARS:
+        raise LLMBadOutput(
+            f"the model's reply is {len(text):,} characters, over the {MAX_REPLY_CHARS:,} a reply may have; "
+            f"it should hold only the JSON input of the tool {tool.name!r}",
+            raw_text=text[:4_000],
+        )
     obj = extract_json_object(text)
     if obj is None:
         raise LLMBadOutput(
@@ -381,29 +394,38 @@ def _flatten(message: dict[str, Any]) -> dict[str, Any]:
 
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|json5)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
+# Each attempt may read to the end of the text, so the number of `{` tried is capped: a reply made
+# of thousands of unclosed `{"a":[` would otherwise cost time quadratic in its length. A real
+# reply puts its object among the first few braces.
+MAX_BRACES_TRIED = 32
 
 
 def extract_json_object(text: str) -> dict[str, Any] | None:
     """The first JSON object in ``text``: the whole text, else the first fenced code block that
-    holds one, else the first ``{...}`` that decodes. ``None`` when there is none."""
+    holds one, else the first ``{...}`` that decodes (among the first few). ``None`` when there is none."""
     stripped = text.strip()
-    candidates = [stripped] + [m.group(1).strip() for m in _FENCE.finditer(text)]
-    for c in candidates:
-        try:
-            obj = json.loads(c)
-        except ValueError:
-            continue
+    fenced = [m.group(1) for m in _FENCE.finditer(text)]
+    for c in [stripped] + [f.strip() for f in fenced]:
+        obj = _decoded(json.loads, c)
         if isinstance(obj, dict):
             return obj
     decoder = json.JSONDecoder()
-    for c in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
-        for i, ch in enumerate(c):
-            if ch != "{":
-                continue
-            try:
-                obj, _ = decoder.raw_decode(c, i)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                return obj
+    for c in fenced + [text]:
+        start = c.find("{")
+        for _ in range(MAX_BRACES_TRIED):
+            if start < 0:
+                break
+            found = _decoded(lambda at: decoder.raw_decode(c, at)[0], start)
+            if isinstance(found, dict):
+                return found
+            start = c.find("{", start + 1)
     return None
+
+
+def _decoded(decode: Callable[[Any], Any], arg: Any) -> Any:
+    """`decode(arg)`, or None when it is not JSON - including JSON nested too deep to decode,
+    which raises RecursionError rather than ValueError."""
+    try:
+        return decode(arg)
+    except (ValueError, RecursionError):
+        return None

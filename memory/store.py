@@ -1350,13 +1350,27 @@ def _well_formed(memory_id: str) -> bool:
     return True
 
 
+# A cursor this server makes is about 60 characters; anything longer is refused before decoding.
+_CURSOR_MAX_CHARS = 256
+_ROW_ID_MAX = 2**63 - 1  # SQLite's INTEGER: a larger value overflows when bound
+
+
 def _decode_cursor(cursor: str) -> tuple[str, int]:
+    """The (created_at, row id) a cursor holds; `InvalidArgument` for anything this server did not make.
+
+    Every value is checked before it reaches SQLite, which raises on an integer over 2^63 - 1
+    (OverflowError) or a lone surrogate (UnicodeEncodeError) instead of just finding nothing.
+    """
+    refused = InvalidArgument(
+        "cursor", "is not a cursor this server made; pass next_cursor from the previous page, or omit it"
+    )
+    if not isinstance(cursor, str) or len(cursor) > _CURSOR_MAX_CHARS:
+        raise refused
     try:
         created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_at, str) or not isinstance(row_id, int):
-            raise ValueError
-    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidArgument(
-            "cursor", "is not a cursor this server made; pass next_cursor from the previous page, or omit it"
-        ) from None
+        created_at.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError here, not in SQLite
+    except (ValueError, TypeError, AttributeError, UnicodeError, RecursionError):
+        raise refused from None
+    if isinstance(row_id, bool) or not isinstance(row_id, int) or not 0 <= row_id <= _ROW_ID_MAX:
+        raise refused
     return created_at, row_id

@@ -30,8 +30,10 @@ from mcp.server.stdio import stdio_server
 log = logging.getLogger("memoir")
 
 # One JSON-RPC message per line. Tool arguments are bounded far below this (extraction takes
-# 100,000 characters); a longer line is dropped with a warning instead of filling memory.
-MAX_LINE_BYTES = 32 * 1024 * 1024
+# 100,000 characters: at most 1.2 MB even JSON-escaped); a longer line is dropped with a warning
+# instead of filling memory. The bound is also a CPU bound: the SDK parses a line on the event
+# loop (about 10 ms a MiB), so 32 MiB held every other request for a third of a second.
+MAX_LINE_BYTES = 2 * 1024 * 1024
 
 
 def _is_pipe_or_socket(fd: int) -> bool:

@@ -26,7 +26,13 @@ class LoopRunner:
         self._exits.append(exit_)
         return value
 
-    def close(self) -> None:
+    def close(self, then: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Exit the clients, run `then()` (e.g. closing the app), and close the loop.
+
+        Whatever the app started on this loop (the vector index's embedding task) must end on it:
+        closed from a fresh loop, the app waited forever for a task that died with this one.
+        """
+
         async def stop() -> None:
             for exit_ in reversed(self._exits):
                 try:
@@ -36,5 +42,7 @@ class LoopRunner:
 
         try:
             self.run(stop())
+            if then is not None:
+                self.run(then())
         finally:
             self.loop.close()

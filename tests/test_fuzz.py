@@ -53,6 +53,21 @@ HOSTILE_STRINGS = [
     "\u202e\u200b\ufeff",
     "日本語のメモ",
     "😀" * 600,
+    # Edge values that once escaped as a bare "Error executing tool" (issue 10, defect 8): times
+    # whose UTC conversion leaves the years 1-9999, and cursors holding what SQLite cannot bind.
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01",
+    "9999-12-31T23:59:59.999999Z",
+    "2026-01-31T09:30:00+23:59",
+    "WyIyMDI2LTAxLTMxVDA5OjMwOjAwLjAwMDAwMFoiLCA5MjIzMzcyMDM2ODU0Nzc1ODA4XQ",  # [time, 2**63]
+    "WyJcdWQ4MDAiLCAxXQ",  # ["\ud800", 1]
+    "W1tbW1tbW1tbW11dXV1dXV1dXV0",  # nested lists
+    # Strings a lax bool would read as true (defect 7).
+    "true",
+    "yes",
+    "on",
+    "1",
 ]
 
 deep: object = "deep"
@@ -65,7 +80,9 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30]),  # SQLite's INTEGER ends at 2**63 - 1
+    st.floats(),  # NaN and the infinities too
+    st.sampled_from([1.0, 0.0, float("nan"), float("inf")]),
     st.sampled_from(HOSTILE_STRINGS),
     st.text(max_size=50),
 )
@@ -90,6 +107,16 @@ VALID = {
     "messages": [{"role": "user", "content": "I moved to Denver"}],
     "dry_run": True,
 }
+TIME_EDGES = [s for s in HOSTILE_STRINGS if s[:4] in ("0001", "9999", "2026")] + ["0001-01-01T00:00:00+01:00"]
+LAX_TRUE = ["true", "yes", "on", "1", "y", "t", 1, 1.0, "false", 0]
+EDGES: dict[str, list[object]] = {
+    "created_after": TIME_EDGES,
+    "created_before": TIME_EDGES,
+    "cursor": [s for s in HOSTILE_STRINGS if s.startswith("W")],
+    "confirm": LAX_TRUE,
+    "dry_run": LAX_TRUE,
+    "limit": [0, 2**63, 2**64, 10**30, float("nan"), float("inf"), 1.5, True],
+}
 TOOLS = ["add_memory", "update_memory", "delete_memory", "search_memories", "list_memories", "clear_memories",
          "extract_memories"]
 # Errors that are about the world, not the arguments: they name what is missing instead of a field.
@@ -107,13 +134,15 @@ def calls(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
     params = PARAMS[tool]
     arguments: dict[str, object] = {}
     for name in params:
-        choice = draw(st.sampled_from(["valid", "hostile", "hostile text", "omit"]))
+        choice = draw(st.sampled_from(["valid", "hostile", "hostile text", "edge", "omit"]))
         if choice == "valid" and name in VALID:
             arguments[name] = VALID[name]
         elif choice == "valid" and name == "memory_id":
             arguments[name] = draw(st.sampled_from(["000000000000", "seed"]))
         elif choice == "hostile":
             arguments[name] = draw(values)
+        elif choice == "edge" and name in EDGES:  # values at the edge of what this argument's parser takes
+            arguments[name] = draw(st.sampled_from(EDGES[name]))
         elif choice == "hostile text":  # the right type, the wrong content: reaches memoir's own checks
             text = draw(st.sampled_from(HOSTILE_STRINGS) | st.text(max_size=30))
             arguments[name] = [text] if name in ("topics",) else text
@@ -145,6 +174,8 @@ def test_hostile_arguments_never_crash_and_change_nothing_when_refused(tmp_path:
             if not result.is_error:
                 seen["accepted"] += 1
                 assert result.structured_content is not None
+                if tool == "clear_memories":  # only JSON true deletes (never "yes", 1, 1.0, ...)
+                    assert arguments.get("confirm") is True, arguments.get("confirm")
                 return
             seen["refused"] += 1
             text = result.content[0].text
@@ -164,10 +195,7 @@ def test_hostile_arguments_never_crash_and_change_nothing_when_refused(tmp_path:
         assert seen["refused"] > EXAMPLES // 3
         assert runner.run(app.store.integrity_check()) == "ok"
     finally:
-        runner.close()
-        loop = asyncio.new_event_loop()
-        loop.run_until_complete(close_app(app))
-        loop.close()
+        runner.close(then=lambda: close_app(app))
 
 
 async def test_a_malformed_memory_id_is_a_clear_error_everywhere(client) -> None:  # noqa: ANN001 - conftest fixture

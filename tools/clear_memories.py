@@ -16,7 +16,7 @@ from memoir.memory.store import Change
 
 from . import confirm as asking
 from .context import app_context
-from .fields import UserId
+from .fields import UserId, strict_bool
 
 ANNOTATIONS = ToolAnnotations(
     title="Clear all memories of a user",
@@ -26,7 +26,11 @@ ANNOTATIONS = ToolAnnotations(
     open_world_hint=False,
 )
 
-ConfirmArg = Annotated[bool, Field(description="Must be true: deleting everything is deliberate.")]
+ConfirmArg = Annotated[
+    bool,
+    Field(strict=True, description="Must be the JSON boolean true: deleting everything is deliberate."),
+    strict_bool("send confirm=true (a JSON boolean) to delete every memory of the user; nothing was deleted"),
+]
 
 
 class Cleared(PlainSchema):

@@ -16,11 +16,12 @@ from memoir.memory.errors import InvalidArgument, MemoirError
 from memoir.memory.extraction import (
     ExtractionRejected, ExtractionRequest, ExtractionResult, Message, Plan, repair_messages,
 )
+from memoir.memory.limits import Limits
 
 from . import confirm as asking
 from . import sampling
-from .context import app_context
-from .fields import UserId
+from .context import app_context, tool_errors
+from .fields import UserId, max_items, strict_bool
 
 ANNOTATIONS = ToolAnnotations(
     title="Extract memories from a conversation",
@@ -37,11 +38,23 @@ class ChatMessage(BaseModel):
 
 
 MessageArg = Annotated[str | None, Field(description="One message from the user to learn from.")]
+# The message count is bounded in the schema itself: pydantic then refuses 30,000 messages before it
+# builds 30,000 objects (about 75 ms of the event loop), and the model reads the bound as maxItems.
+MESSAGES_MAX_COUNT = Limits().messages_max_count
 MessagesArg = Annotated[
     list[ChatMessage] | None,
-    Field(description="A conversation to learn from: [{role: 'user' | 'assistant' | 'system', content}], up to 200."),
+    Field(
+        max_length=MESSAGES_MAX_COUNT,
+        description=f"A conversation to learn from: [{{role: 'user' | 'assistant' | 'system', content}}], up to "
+        f"{MESSAGES_MAX_COUNT} messages and 100,000 characters in all; send a longer one in several calls.",
+    ),
+    max_items(MESSAGES_MAX_COUNT, "messages", "send the conversation in several calls"),
 ]
-DryRunArg = Annotated[bool, Field(description="Only report the operations, apply nothing.")]
+DryRunArg = Annotated[
+    bool,
+    Field(strict=True, description="Only report the operations, apply nothing (JSON true or false)."),
+    strict_bool("send dry_run=true to only see the operations, or false (or omit it) to apply them"),
+]
 
 
 def _messages(message: str | None, messages: list[ChatMessage] | None) -> list[Message]:
@@ -59,8 +72,10 @@ async def _request(ctx: Context, message: str | None, messages: list[ChatMessage
 
 # Two resolvers, run only when the client's model is used (no API key): the question, then -
 # if the answer fails the checks - one repair question. With an API key both return None.
+# The SDK runs them before the handler, outside its `tool_errors`: they need their own.
 
 
+@tool_errors
 async def _ask(
     ctx: Context, message: MessageArg = None, messages: MessagesArg = None, user_id: UserId = None
 ) -> Sample | None:
@@ -71,6 +86,7 @@ async def _ask(
     return sampling.sample(request.system, request.messages, request.tool, app.extractor.settings.max_tokens)
 
 
+@tool_errors
 async def _repair(
     ctx: Context,
     first: Annotated[types.CreateMessageResult | None, Resolve(_ask)],

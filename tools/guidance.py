@@ -5,7 +5,12 @@ The habit is the seed's agentic memory: the agent itself keeps the memory curren
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import mcp.types as types
 from mcp.server.mcpserver.prompts.base import UserMessage
+from mcp.shared.exceptions import MCPError
+from pydantic import Field
 
 INSTRUCTIONS = """\
 memoir is your long-term memory about the user. Keep it current yourself:
@@ -38,7 +43,22 @@ def instructions(offered: tuple[str, ...] | None = None) -> str:
     )
 
 
-def remember(conversation_topic: str = "") -> list[UserMessage]:
+# The topic is echoed into the prompt: bounded, so a call cannot make the server build and send back
+# a megabyte of its own text.
+TOPIC_MAX_CHARS = 200
+
+
+def remember(
+    conversation_topic: Annotated[str, Field(description="What the conversation is about (optional).")] = "",
+) -> list[UserMessage]:
     """How to use memoir's tools to remember the user across conversations."""
+    # Checked here, not with Field(max_length=...): the SDK reports a prompt's validation error as
+    # a bare "Internal server error", and only an MCPError reaches the client with its text.
+    if len(conversation_topic) > TOPIC_MAX_CHARS:
+        raise MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"conversation_topic: is {len(conversation_topic):,} characters, over the limit of "
+            f"{TOPIC_MAX_CHARS}; name the topic in a few words",
+        )
     focus = f" Pay attention to what concerns {conversation_topic}." if conversation_topic else ""
     return [UserMessage(INSTRUCTIONS + focus)]

@@ -18,7 +18,7 @@ from memoir.memory.retrieval import Method
 from memoir.memory.store import Filters
 
 from . import sampling
-from .context import AppContext, app_context
+from .context import AppContext, app_context, tool_errors
 from .fields import AsOf, IncludeSuperseded, TopicFilter, UserId
 
 ANNOTATIONS = ToolAnnotations(
@@ -81,6 +81,7 @@ def _filters(
     )
 
 
+@tool_errors  # the SDK runs resolvers before the handler, outside its own `tool_errors`
 async def _judge_with_client_model(
     ctx: Context,
     query: QueryArg = None,
