@@ -52,7 +52,7 @@ async def test_an_unrelated_query_finds_nothing_by_default(client: Client) -> No
     await store(client)
     for method in ("hybrid", "semantic", "keyword"):
         found = await call(client, "search_memories", query="tea", retrieval_method=method)
-        assert found == {"results": [], "retrieval_method": method}
+        assert found == {"results": [], "retrieval_method": method, "tokens": 0, "truncated_by_budget": False}
     assert (await call(client, "search_memories", query="Which programming languages does she know?"))["results"] == []
 
 
@@ -114,7 +114,7 @@ async def test_agentic_judges_only_relevant_candidates(db_path: Path, fake_anthr
             ids = await store(client)
             # Unrelated: no candidate passes, so the model is not asked at all.
             found = await call(client, "search_memories", query="tea", retrieval_method="agentic")
-            assert found == {"results": [], "retrieval_method": "agentic"}
+            assert found == {"results": [], "retrieval_method": "agentic", "tokens": 0, "truncated_by_budget": False}
             assert fake_anthropic.requests == []
             fake_anthropic.push(tool_use({"memory_ids": [ids[1]]}))
             found = await call(client, "search_memories", query="ski boots", retrieval_method="agentic")
