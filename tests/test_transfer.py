@@ -225,7 +225,7 @@ async def test_a_line_that_breaks_a_parser_is_skipped_not_fatal(tmp_path: Path) 
     assert sorted(reasons) == [1, 2, 3, 4, 5]
     for line, field in {1: "created_at", 2: "updated_at", 3: "created_at", 4: "before.created_at"}.items():
         assert reasons[line].startswith(f"{field}: "), reasons[line]
-        assert "out of range in UTC; use a time between the years 1 and 9999" in reasons[line]
+        assert "outside the years 1-9999 once converted to UTC" in reasons[line]
     assert reasons[5].startswith("cannot be read (RecursionError")
     assert (await store.get("ava", "fine")).created_at == "1000-01-01T01:00:00.000000Z"
     await store.close()
@@ -241,7 +241,7 @@ def test_cli_import_of_unreadable_lines_reports_them(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "imported 1 memories and 0 history events; skipped 5 lines" in done.stdout
-    assert "skipped line 1: created_at: '0001-01-01T00:00:00+14:00' is out of range in UTC" in done.stdout
+    assert "skipped line 1: created_at: '0001-01-01T00:00:00+14:00' is outside the years 1-9999 once converted to UTC" in done.stdout
 
 
 # Hostile lines, and near-valid records whose fields are hostile, over a store where alice has a live
