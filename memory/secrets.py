@@ -25,7 +25,7 @@ complemented here only where it has nothing, each pattern documented below:
 
 Left out on purpose: detect-secrets' public-IP plugin (an address is not a credential).
 
-The bench (`bench/secrets.py`) measures it: the share of real-format secrets caught per kind,
+The bench (`bench/credentials.py`) measures it: the share of real-format secrets caught per kind,
 the share of ordinary memories (LoCoMo turns) refused, and the cost of a check.
 """
 

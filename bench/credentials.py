@@ -11,7 +11,7 @@ ordinary memories are refused, and what a check costs.
 Prints caught % per kind, the false-refusal % (turns the default `refuse` would refuse) and the
 cost per check in µs (median of 5 passes over all texts, after a warm-up that pays the import).
 
-    python bench/secrets.py            # --per-kind N (default 8) secrets of each kind
+    python bench/credentials.py            # --per-kind N (default 8) secrets of each kind
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where this file would shadow the
-# standard library's `secrets` (which pydantic imports): put the repository there instead.
-sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
-    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench._common`, from the repository root
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
