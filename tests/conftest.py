@@ -14,6 +14,7 @@ from memoir.server.app import build_server, running_app
 from memoir.server.settings import Settings
 from memoir.tools.context import AppContext
 
+from .fake_anthropic import FakeAnthropic, fake_anthropic  # noqa: F401  (fixture, for llm_settings)
 from .helpers import enter_in_own_task
 
 # The Python Client defaults to the 2026-07-28 era; real hosts and the Inspector use the
@@ -47,3 +48,12 @@ async def held(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
         yield value
     finally:
         await exit_()
+
+
+@pytest.fixture
+def llm_settings(db_path: Path, fake_anthropic: FakeAnthropic) -> Settings:
+    """Settings whose model is the local fake Messages API (tests/fake_anthropic.py)."""
+    return Settings(
+        db_path=db_path, anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url,
+        model="claude-test-small", llm_timeout=0.5, llm_max_retries=1,
+    )

@@ -68,3 +68,13 @@ async def enter_in_own_task(manager: AbstractAsyncContextManager[T]) -> tuple[T,
         await task
 
     return value, exit_
+
+
+def op(kind: str, memory: str | None = None, memory_id: str | None = None, reason: str = "said so") -> dict:
+    """One operation as the model proposes it to extraction (for tests/fake_anthropic.py's tool_use)."""
+    out: dict = {"op": kind, "topics": [], "reason": reason}
+    if memory is not None:
+        out["memory"] = memory
+    if memory_id is not None:
+        out["memory_id"] = memory_id
+    return out

@@ -21,7 +21,7 @@ from memoir.tools.context import AppContext
 
 from .conftest import ERAS
 from .fake_anthropic import FakeAnthropic, fake_anthropic, tool_use  # noqa: F401
-from .helpers import TOOLS, call, call_error
+from .helpers import op, TOOLS, call, call_error
 
 
 # -- MEMOIR_TOOLS -------------------------------------------------------------------------------
@@ -72,23 +72,6 @@ def test_an_unknown_tool_name_refuses_to_start_in_one_line(tmp_path: Path, how: 
 
 
 # -- MEMOIR_EXTRACT_OPS -------------------------------------------------------------------------
-
-
-def op(kind: str, memory: str | None = None, memory_id: str | None = None, reason: str = "said so") -> dict:
-    out: dict = {"op": kind, "topics": [], "reason": reason}
-    if memory is not None:
-        out["memory"] = memory
-    if memory_id is not None:
-        out["memory_id"] = memory_id
-    return out
-
-
-@pytest.fixture
-def llm_settings(db_path: Path, fake_anthropic: FakeAnthropic) -> Settings:
-    return Settings(
-        db_path=db_path, anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url,
-        model="claude-test-small", llm_timeout=0.5, llm_max_retries=1,
-    )
 
 
 @pytest.mark.parametrize("mode", ERAS)

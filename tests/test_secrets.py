@@ -21,7 +21,7 @@ from memoir.tools.context import AppContext
 
 from .conftest import ERAS, held
 from .fake_anthropic import FakeAnthropic, fake_anthropic, tool_use  # noqa: F401
-from .helpers import call, call_error
+from .helpers import op, call, call_error
 
 AWS = "AKIA" + "Q3EGRIWN5KZ7TX2M"
 GITHUB = "ghp_" + "x7Rk2LmQ9vT4bN8cJ1pW6sY3hD5fG0aZ2eU7"
@@ -120,23 +120,6 @@ async def test_allow_stores_as_is(db_path: Path, mode: str) -> None:
 
 
 # -- extraction -------------------------------------------------------------------------------
-
-
-def op(kind: str, memory: str | None = None, memory_id: str | None = None, reason: str = "said so") -> dict:
-    out: dict = {"op": kind, "topics": [], "reason": reason}
-    if memory is not None:
-        out["memory"] = memory
-    if memory_id is not None:
-        out["memory_id"] = memory_id
-    return out
-
-
-@pytest.fixture
-def llm_settings(db_path: Path, fake_anthropic: FakeAnthropic) -> Settings:
-    return Settings(
-        db_path=db_path, anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url,
-        model="claude-test-small", llm_timeout=0.5, llm_max_retries=1,
-    )
 
 
 @pytest.mark.parametrize("mode", ERAS)
