@@ -417,7 +417,11 @@ class Dashboard:
         }[e.operation]
         if e.operation == "update" and e.before and e.after and e.before.valid_to != e.after.valid_to:
             what = "superseded" if e.after.valid_to else "made current again"
-        parts = [f'<span class="op op-{h(e.operation)}">{h(what)}</span> by <b>{h(ACTORS.get(e.actor, e.actor))}</b>',
+        who = ACTORS.get(e.actor, e.actor)
+        source = e.source
+        if e.actor == "undo" and source and len(source) <= 40 and "\n" not in source:
+            who, source = f"undo ({'in this dashboard' if source == 'dashboard' else 'from ' + source})", None
+        parts = [f'<span class="op op-{h(e.operation)}">{h(what)}</span> by <b>{h(who)}</b>',
                  f'<time datetime="{h(e.created_at)}">{h(_when(e.created_at))}</time>', f'<span class="meta">event {e.event_id}</span>']
         if e.undoes:
             parts.append(f'<span class="meta">undoing event {e.undoes}</span>')
@@ -435,8 +439,8 @@ class Dashboard:
             lines.append(f'<div class="diff"><ins>{h(e.after.memory)}</ins> {_topics(e.after.topics)}</div>')
         if e.reason:
             lines.append(f'<p class="reason">Reason: {h(e.reason)}</p>')
-        if e.source:
-            lines.append(f'<details class="source"><summary>Source</summary><pre>{h(e.source)}</pre></details>')
+        if source:
+            lines.append(f'<details class="source"><summary>Source</summary><pre>{h(source)}</pre></details>')
         lines.append(
             f'<form method="post" action="{h(visit.url("/undo", back=back))}" class="inline">{self._csrf(visit)}'
             f'<input type="hidden" name="event_id" value="{e.event_id}"><button type="submit" class="small">Undo</button></form>'

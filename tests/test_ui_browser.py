@@ -72,10 +72,12 @@ def browser() -> Iterator[webdriver.Chrome]:
     driver.quit()
 
 
-def shot(browser: webdriver.Chrome, name: str) -> None:
+def shot(browser: webdriver.Chrome, name: str, height: int = 900) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        browser.set_window_size(1200, height)
         browser.save_screenshot(str(Path(SHOTS) / f"ui-{name}.png"))
+        browser.set_window_size(1200, 900)
 
 
 def no_alert(browser: webdriver.Chrome) -> bool:
@@ -167,6 +169,7 @@ async def test_edit_delete_and_undo(server, browser) -> None:
     edit = next(e for e in timeline if "changed by this dashboard" in e.text)
     click(browser, edit.find_element(By.TAG_NAME, "button"))
     assert text(browser, "#memory-text") == "Ava is learning the cello on Tuesdays"
+    shot(browser, "memory", 1350)
 
 
 async def test_history_shows_the_extractions_reason_and_source(server, browser, fake) -> None:
@@ -179,7 +182,7 @@ async def test_history_shows_the_extractions_reason_and_source(server, browser, 
     assert "added by extraction" in timeline and f"Reason: {reason}" in timeline
     browser.find_element(By.CSS_SELECTOR, "#timeline details.source summary").click()
     assert "I moved to Lisbon last week, finally!" in text(browser, "#timeline details.source pre")
-    shot(browser, "memory")
+    shot(browser, "extraction", 1000)
 
 
 async def test_memory_text_is_shown_as_text_and_runs_nothing(server, browser) -> None:
