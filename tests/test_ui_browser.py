@@ -67,7 +67,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.implicitly_wait(3)
+    driver.implicitly_wait(0)  # pages are waited for explicitly (click); absence checks must not wait
     yield driver
     driver.quit()
 
@@ -101,7 +101,13 @@ def click(browser: webdriver.Chrome, element: WebElement, *, confirm: bool = Fal
     element.click()
     if confirm:
         browser.switch_to.alert.accept()
-    WebDriverWait(browser, 10).until(staleness_of(page))
+    loaded(browser, page)
+
+
+def loaded(browser: webdriver.Chrome, page: WebElement) -> None:
+    wait = WebDriverWait(browser, 10)
+    wait.until(staleness_of(page))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 def text(browser: webdriver.Chrome, css: str) -> str:
@@ -123,7 +129,7 @@ async def test_a_memory_added_over_mcp_appears_and_search_finds_it(server, brows
     box.send_keys("cello")
     page = browser.find_element(By.TAG_NAME, "html")
     Select(browser.find_element(By.ID, "method")).select_by_value("keyword")  # ui.js submits on change
-    WebDriverWait(browser, 10).until(staleness_of(page))
+    loaded(browser, page)
     assert "keyword" in text(browser, "#search-summary")
     results = browser.find_elements(By.CSS_SELECTOR, "#memories .memory")
     assert len(results) == 1 and "cello" in results[0].text
