@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from email.utils import parsedate_to_datetime
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -132,3 +133,35 @@ async def test_a_session_ends_when_its_token_is_revoked(serve, tmp_path: Path) -
         assert http.get("/ui/", params={"user": "bob"}).status_code == 403
         await revoke_token(db, token_id)
         assert http.get("/ui/").headers["location"].startswith("/ui/login")
+
+
+async def test_pages_filters_and_charts(serve, tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    store = await Store.open(db)
+    try:
+        for i in range(25):
+            await store.add("ava", f"Fact number {i}", ["odd" if i % 2 else "even", "all"])
+    finally:
+        await store.close()
+    server = serve("http", db, env={"MEMOIR_EMBEDDINGS": "off", "MEMOIR_USER_ID": "ava"})
+    rows = re.compile(r'<li class="memory" data-id="[0-9a-f]+"><a class="text" href="[^"]+">Fact number (\d+)</a>')
+    with httpx2.Client(base_url=server.base_url) as http:
+        first = http.get("/ui/")
+        assert [int(n) for n in rows.findall(first.text)] == list(range(24, 4, -1))  # newest first, 20 a page
+        older = re.search(r'rel="next" href="([^"]+)"', first.text)
+        assert older is not None
+        second = http.get(older.group(1).replace("&amp;", "&"))
+        assert [int(n) for n in rows.findall(second.text)] == [4, 3, 2, 1, 0] and 'rel="next"' not in second.text
+
+        odd = http.get("/ui/", params={"topic": "odd"})
+        assert sorted(int(n) for n in rows.findall(odd.text)) == list(range(1, 25, 2))
+        day = parsedate_to_datetime(first.headers["date"]).date().isoformat()  # the server's day (UTC)
+        assert len(rows.findall(http.get("/ui/", params={"from": day, "to": day}).text)) == 20
+        assert rows.findall(http.get("/ui/", params={"from": "2999-01-01"}).text) == []
+        assert rows.findall(http.get("/ui/", params={"to": "2000-01-01"}).text) == []
+        assert http.get("/ui/", params={"from": "yesterday"}).status_code == 400
+
+        # Charts: per topic (most used first) and over time, as inline SVG.
+        assert '<svg class="chart" role="img" aria-label="memories per topic"' in first.text
+        assert first.text.index("<title>all: 25</title>") < first.text.index("<title>even: 13</title>") < first.text.index("<title>odd: 12</title>")
+        assert f"<title>{day}: 25</title>" in first.text
