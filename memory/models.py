@@ -9,7 +9,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 Operation = Literal["add", "update", "delete", "clear", "restore"]
-Actor = Literal["tool", "cli", "extraction", "undo", "import"]
+Actor = Literal["tool", "cli", "extraction", "undo", "import", "dashboard"]
 
 
 class PlainSchema(BaseModel):

@@ -470,6 +470,43 @@ class Store:
             row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (reverted[event_id],))
             return _event(row)
 
+    async def undo_clear(self, user_id: str, event_id: int, *, change: Change | None = None) -> list[HistoryEvent]:
+        """Revert a whole `clear` in one transaction: every memory that clear removed comes back.
+
+        `event_id` is any of the clear's events (one per memory, all with the clear's time and
+        actor). A memory that was already brought back on its own is left as it is; the restore
+        events are linked (`part_of`), so undoing one of them clears them all again. Returns the
+        restore events, oldest first.
+        """
+        async with self.transaction() as db:
+            row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (event_id,))
+            if row is None or row["user_id"] != user_id:
+                raise EventNotFound(event_id, user_id)
+            if row["operation"] != "clear":
+                raise CannotUndo(f"event {event_id} is a {row['operation']}, not part of a clear; undo it on its own")
+            group = [
+                _event(r)
+                for r in await _fetchall(
+                    db,
+                    "SELECT * FROM history WHERE user_id = ? AND operation = 'clear' AND created_at = ? AND actor = ?"
+                    " ORDER BY event_id",
+                    (user_id, row["created_at"], row["actor"]),
+                )
+            ]
+            change = change or Change(actor="undo")
+            head: int | None = None
+            restored: list[int] = []
+            for event in group:
+                if await self._get(db, user_id, event.memory_id) is not None:
+                    continue  # restored on its own since
+                why = Change(change.actor, change.reason or f"undo of the clear at {event.created_at}", change.source)
+                restored.append(await self._undo_one(db, event, why, head))
+                head = head or restored[0]
+            if not restored:
+                raise CannotUndo(f"every memory of the clear at {row['created_at']} exists again; nothing to restore")
+            rows = await _fetchall(db, "SELECT * FROM history WHERE event_id = ? OR part_of = ? ORDER BY event_id", (head, head))
+            return [_event(r) for r in rows]
+
     async def _undo_one(self, db: aiosqlite.Connection, event: HistoryEvent, change: Change, part_of: int | None) -> int:
         event_id = event.event_id
         current = await self._get(db, event.user_id, event.memory_id)

@@ -32,6 +32,7 @@ from .app import build_server, running_app
 from .settings import DEFAULT_PORT, Settings, parse_tools
 from .stdio import run_stdio
 from .transports import exit_now, serve_http
+from . import ui
 
 
 def run_loop(main: Coroutine[object, object, int]) -> int:
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"memoir: a MEMOIR_* environment variable is invalid: {exc}", file=sys.stderr)
         return 1
-    if args.command not in ("serve", "search") and settings.embeddings == "on":
+    if args.command not in ("serve", "search", "ui") and settings.embeddings == "on":
         # Only serving and searching need the embedding model. What a shell command writes is
         # embedded by the server (or the next search) the first time that user is searched.
         settings = replace(settings, embeddings="off")
@@ -314,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve a non-loopback --host even though no token exists (env MEMOIR_ALLOW_UNAUTHENTICATED)")
     serve.set_defaults(run=_serve)
+
+    ui.register(sub, [common, user])
 
     add = sub.add_parser("add", parents=[common, user], help="add a memory")
     add.add_argument("memory")

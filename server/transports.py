@@ -23,6 +23,7 @@ from memoir.tools.context import AppContext
 from .access import HttpAccess, http_caller
 from .app import build_server
 from .sessions import SessionLimits, gate_route
+from .ui import Dashboard
 from .settings import Settings
 
 log = logging.getLogger("memoir")
@@ -71,9 +72,17 @@ def endpoint(settings: Settings, sock: socket.socket) -> tuple[str, str]:
     return f"http://{host}:{port}", "/sse" if settings.transport == "sse" else "/mcp"
 
 
-async def run_http(server: MCPServer, settings: Settings, sock: socket.socket, access: HttpAccess) -> None:
-    """Serve until SIGTERM/SIGINT, then return once the requests in flight are answered (see `_Server`)."""
-    in_flight = InFlight(access.wrap(http_app(server, settings, access), settings.host, sock.getsockname()[0]))
+async def run_http(
+    server: MCPServer, settings: Settings, sock: socket.socket, access: HttpAccess, dashboard: Dashboard | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then return once the requests in flight are answered (see `_Server`).
+
+    `dashboard`: served at `/ui` beside the MCP endpoint (server/ui.py), behind the same Host/Origin check.
+    """
+    starlette = http_app(server, settings, access)
+    if dashboard is not None:
+        starlette.router.routes[0:0] = dashboard.routes()
+    in_flight = InFlight(access.wrap(starlette, settings.host, sock.getsockname()[0]))
     base, path = endpoint(settings, sock)
     print(f"memoir: serving {settings.transport} on {base}{path}", file=sys.stderr, flush=True)
     config = uvicorn.Config(in_flight, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
@@ -168,7 +177,11 @@ async def serve_http(app: AppContext, settings: Settings) -> None:
         app.caller = http_caller
         server = build_server(app, **access.server_options(base, path))
         access.install(server)
-        await run_http(server, settings, sock, access)
+        dashboard = Dashboard(
+            app, access.tokens, open_allowed=access.open_secret is not None,
+            secure_cookie=(settings.access.public_url or "").startswith("https:"),
+        )
+        await run_http(server, settings, sock, access, dashboard)
     finally:
         sock.close()
 

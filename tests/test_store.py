@@ -234,3 +234,50 @@ async def test_what_a_search_learned_about_an_index_is_forgotten_when_another_pr
     assert found[0].memory == "Ava tried pottery in Lisbon"
     stats = store._index_stats[fts_table("ava")]
     assert stats.size == 201 and stats.matches == {"ava": 101, "try": 0, "pottery": 1}  # "ava" stops at half + 1: left out
+
+
+async def test_undo_clear_restores_the_whole_clear_in_one_step(store: Store) -> None:
+    kept = [await store.add("ava", f"fact {i}", ["t"]) for i in range(3)]
+    bob = await store.add("bob", "Bob's fact")
+    await store.clear("ava", change=Change(actor="tool"))
+    await store.clear("bob")
+    events = [e for e in await store.user_history("ava") if e.operation == "clear"]
+    assert len(events) == 3
+    # One memory brought back on its own first: the group undo leaves it and restores the rest.
+    await store.undo(events[0].event_id)
+    restored = await store.undo_clear("ava", events[-1].event_id, change=Change(actor="dashboard"))
+    assert len(restored) == 2 and {e.operation for e in restored} == {"restore"}
+    assert {e.actor for e in restored} == {"dashboard"}
+    assert restored[1].part_of == restored[0].event_id
+    assert sorted(m.memory_id for m in (await store.list("ava")).memories) == sorted(m.memory_id for m in kept)
+    assert await store.count("bob") == 0  # another user's clear is not part of it
+    with pytest.raises(CannotUndo, match="nothing to restore"):
+        await store.undo_clear("ava", events[1].event_id)
+    with pytest.raises(EventNotFound):  # bob's clear, named with ava's user
+        await store.undo_clear("ava", (await store.history(bob.memory_id))[-1].event_id)
+    with pytest.raises(CannotUndo, match="not part of a clear"):
+        await store.undo_clear("ava", (await store.history(kept[0].memory_id))[0].event_id)
+    # The restores are one change: undoing one removes them all again, in one step.
+    await store.undo(restored[1].event_id)
+    assert await store.count("ava") == 1
+
+
+async def test_undo_clear_is_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        await store.add("ava", f"fact {i}")
+    await store.clear("ava")
+    event = (await store.user_history("ava"))[0]
+    calls = 0
+    original = store._undo_one
+
+    async def failing(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("disk on fire")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_undo_one", failing)
+    with pytest.raises(RuntimeError):
+        await store.undo_clear("ava", event.event_id)
+    assert await store.count("ava") == 0
