@@ -258,7 +258,7 @@ class MemoirOAuthProvider:
         e = html.escape
         body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer"><title>memoir: allow access?</title>
+<meta name="referrer" content="same-origin"><title>memoir: allow access?</title>
 <style nonce="{nonce}">{_STYLE}</style></head>
 <body><main>
 <h1>Allow <q>{e(name)}</q> to use your memoir?</h1>
@@ -397,7 +397,7 @@ def _page_headers(redirect_origin: str, nonce: str | None = None) -> dict[str, s
         "Content-Security-Policy": csp,
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
     }
 
