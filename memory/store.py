@@ -444,6 +444,38 @@ class Store:
             row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (reverted[event_id],))
             return _event(row)
 
+    async def undo_clear(self, event_id: int, user_id: str, *, change: Change | None = None) -> list[HistoryEvent]:
+        """Bring back everything one clear removed, in one transaction: `event_id` is any of the
+        'clear' events that clear recorded (one per memory, same user and time). Returns the
+        restore events. A memory that exists again is an error, and nothing is restored."""
+        async with self.transaction() as db:
+            row = await _fetchone(db, "SELECT * FROM history WHERE event_id = ?", (event_id,))
+            if row is None or row["user_id"] != user_id:
+                raise EventNotFound(event_id, user_id)
+            if row["operation"] != "clear":
+                raise CannotUndo(f"event {event_id} is a {row['operation']}, not a clear; undo it with `memoir undo {event_id}`")
+            events = [
+                _event(r)
+                for r in await _fetchall(
+                    db,
+                    "SELECT * FROM history WHERE user_id = ? AND operation = 'clear' AND created_at = ? ORDER BY event_id",
+                    (user_id, row["created_at"]),
+                )
+            ]
+            change = change or Change(actor="undo")
+            restored: list[int] = []
+            head: int | None = None
+            for event in events:
+                why = Change(change.actor, change.reason or f"undo of the clear of event {event_id}", change.source)
+                restored.append(await self._undo_one(db, event, why, head))
+                head = head or restored[0]
+            return [
+                _event(r)
+                for r in await _fetchall(
+                    db, f"SELECT * FROM history WHERE event_id IN ({','.join('?' * len(restored))}) ORDER BY event_id", restored
+                )
+            ]
+
     async def _undo_one(self, db: aiosqlite.Connection, event: HistoryEvent, change: Change, part_of: int | None) -> int:
         event_id = event.event_id
         current = await self._get(db, event.user_id, event.memory_id)
@@ -660,6 +692,11 @@ class Store:
         row = await _fetchone(self._writer, "PRAGMA data_version", ())
         return int(row[0])
 
+    async def quick_check(self) -> str:
+        """'ok', or what SQLite's PRAGMA quick_check found wrong (a damaged file)."""
+        rows = await _fetchall(self._reader, "PRAGMA quick_check(5)", ())
+        return "; ".join(str(r[0]) for r in rows)
+
     async def integrity_check(self) -> str:
         row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
         return str(row[0])
@@ -822,7 +859,14 @@ class Store:
 
 async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
     # isolation_level=None: transactions are begun explicitly, so each change is exactly one.
-    db = await aiosqlite.connect(path, isolation_level=None)
+    connection = aiosqlite.connect(path, isolation_level=None)
+    try:
+        db = await connection
+    except BaseException:
+        # aiosqlite queues its thread's stop without waiting for it: were the loop to close first,
+        # the thread would print "Event loop is closed" tracebacks (e.g. a read-only directory).
+        await asyncio.to_thread(connection._thread.join, 5)
+        raise
     try:
         db.row_factory = sqlite3.Row
         await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
