@@ -694,8 +694,8 @@ class Store:
 
     async def quick_check(self) -> str:
         """'ok', or what SQLite's PRAGMA quick_check found wrong (a damaged file)."""
-        rows = await _fetchall(self._reader, "PRAGMA quick_check(5)", ())
-        return "; ".join(str(r[0]) for r in rows)
+        rows = await _fetchall(self._reader, "PRAGMA quick_check(3)", ())
+        return "; ".join(" ".join(str(r[0]).split()) for r in rows)  # one line
 
     async def integrity_check(self) -> str:
         row = await _fetchone(self._reader, "PRAGMA integrity_check", ())

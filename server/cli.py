@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def database_problem(path: Path, exc: BaseException) -> str:
     """One line naming the database, what is wrong and the fix."""
-    text = str(exc)
+    text = " ".join(str(exc).split())  # SQLite's reports span lines; the error is one
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return (
             f"the database {path} is damaged ({text}): restore a backup made by `memoir backup` (copy it over this "
@@ -168,6 +168,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+STOP_GRACE = 2.0  # seconds between Ctrl-C and ending the process when the server does not stop by itself
+
+
 async def _until_signal(work: Coroutine[object, object, object]) -> bool:
     """Run `work`; True if SIGINT or SIGTERM stopped it first."""
     import signal
@@ -180,6 +183,9 @@ async def _until_signal(work: Coroutine[object, object, object]) -> bool:
         nonlocal stopped
         stopped = True
         task.cancel()
+        # The SDK reads a terminal in a worker thread that a cancel cannot interrupt: if the server
+        # has not wound down in a moment, end the process (every acknowledged write is committed).
+        loop.call_later(STOP_GRACE, exit_now, 130)
 
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):

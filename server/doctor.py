@@ -35,7 +35,7 @@ def _database(settings: Settings) -> list[Finding]:
         return [Finding("database", False, f"{path}: {exc}", "check the file's permissions, or choose another with --db / MEMOIR_DB")]
     found: list[Finding] = []
     try:
-        check = "; ".join(r[0] for r in db.execute("PRAGMA integrity_check(5)").fetchall())
+        check = "; ".join(" ".join(r[0].split()) for r in db.execute("PRAGMA integrity_check(3)").fetchall())
         if check != "ok":
             raise sqlite3.DatabaseError(check)
         version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -58,7 +59,16 @@ def bind(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                f"port {settings.port} on {settings.host} is in use (another `memoir serve`?): stop that, or choose "
+                "another port with --port or MEMOIR_PORT (0 = any free port)"
+            ) from None
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     sock.listen(128)
     sock.setblocking(False)
     return sock
