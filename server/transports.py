@@ -157,6 +157,9 @@ class _Server(uvicorn.Server):
             sock.close()
         if not await self.in_flight.drained(self.grace):
             log.warning("memoir: %d requests still unanswered after %g s; stopping anyway", self.in_flight.count, self.grace)
+        # The open streams are dropped on purpose (above): uvicorn would log each one it sees end
+        # unfinished as "ASGI callable returned without completing response", an error that is none.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

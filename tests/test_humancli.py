@@ -346,3 +346,40 @@ def test_help_names_hybrid_the_methods_the_examples_and_the_database(capsys: pyt
         main(["--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "database: " in out and "memoir.db" in out
+
+
+def test_stopping_sse_with_a_client_connected_logs_no_asgi_error(tmp_path: Path) -> None:
+    import http.client
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    server = subprocess.Popen(
+        [*MEMOIR, "serve", "--transport", "sse", "--port", str(port), "--db", str(tmp_path / "m.db")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env(KEYWORD),
+    )
+    try:
+        assert b"serving sse" in server.stderr.readline()
+        for _ in range(100):  # uvicorn takes the signals over once it is listening
+            try:
+                stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                stream.request("GET", "/sse")
+                response = stream.getresponse()
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        assert response.status == 200
+        assert any(response.fp.readline().startswith(b"event: endpoint") for _ in range(5))
+        time.sleep(0.5)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+        err = server.stderr.read().decode()
+        assert "ASGI callable returned without completing response" not in err, err
+        assert "Traceback" not in err
+        stream.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stderr.close()
