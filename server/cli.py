@@ -86,9 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, MemoirError) as exc:
         print(f"memoir: {exc}", file=sys.stderr)
         return 1
-    if args.command not in ("serve", "search", "doctor") and settings.embeddings == "on":
-        # Only serving and searching need the embedding model. What a shell command writes is
-        # embedded by the server (or the next search) the first time that user is searched.
+    if args.command not in ("serve", "search", "doctor", "import", "reindex") and settings.embeddings == "on":
+        # Only serving, searching, importing and reindexing need the embedding model. What another
+        # shell command writes is embedded by the server (or the next search) when that user is searched.
         settings = replace(settings, embeddings="off")
     logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -502,6 +502,40 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
         print(report.summary())
         for skipped in report.skipped:
             print(f"  skipped line {skipped.line}: {skipped.reason}")
+        if report.memories and not args.no_embed:
+            # Embed now, with a progress bar, rather than in the next search (20,000 memories: 36 s).
+            embedded = await _embed_missing(app)
+            if embedded:
+                print(f"memoir: embedded {embedded} memories for semantic search", file=sys.stderr)
+
+    return await _with_store(settings, run)
+
+
+async def _embed_missing(app: AppContext) -> int:
+    vectors = app.retriever.vectors
+    if vectors is None:  # MEMOIR_EMBEDDINGS=off
+        return 0
+    from .human import progress
+
+    with progress("embedding") as bar:
+        seen = 0
+
+        def step(done: int, total: int) -> None:
+            nonlocal seen
+            bar.total(total)
+            bar.advance(done - seen)
+            seen = done
+
+        return await vectors.reindex(step)
+
+
+async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        if app.retriever.vectors is None:
+            raise MemoirError("embeddings are off (MEMOIR_EMBEDDINGS=off): there is nothing to index")
+        embedded = await _embed_missing(app)
+        print(f"memoir: embedded {embedded} memories" if embedded else "memoir: every memory already has its vector",
+              file=sys.stderr)
 
     return await _with_store(settings, run)
 
@@ -510,7 +544,18 @@ async def _backup(settings: Settings, args: argparse.Namespace) -> int:
     target = Path(args.path).expanduser()
     if not target.parent.is_dir():
         raise MemoirError(f"no directory {target.parent} for the backup {target.name}; create it first or choose another path")
-    written = await transfer.backup(settings.db_path, target)
+    from .human import progress
+
+    with progress(f"backing up to {target.name}") as bar:
+        seen = 0
+
+        def step(done: int, total: int) -> None:
+            nonlocal seen
+            bar.total(total)
+            bar.advance(done - seen)
+            seen = done
+
+        written = await transfer.backup(settings.db_path, target, step)
     print(f"memoir: backed up {settings.db_path} to {written} (integrity check ok)")
     return 0
 
@@ -662,7 +707,12 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     importing.add_argument("file", metavar="FILE", help="JSON Lines file ('-' for stdin)")
     importing.add_argument("--user", help="the user for memory.jsonl entities and relations (default: the configured "
                            "user); for a memoir export, import only this user")
+    importing.add_argument("--no-embed", action="store_true",
+                           help="do not embed the imported memories now (`memoir reindex` or the first search will)")
     importing.set_defaults(run=_import)
+    reindex = sub.add_parser("reindex", parents=[common],
+                             help="embed every memory that has no vector for the current model (so no search pays for it)")
+    reindex.set_defaults(run=_reindex, reads_only=True)
     backup = sub.add_parser("backup", parents=[common], help="copy the database safely, even while a server runs")
     backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")
     backup.set_defaults(run=_backup, reads_only=True)

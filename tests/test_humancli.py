@@ -208,7 +208,7 @@ def test_export_into_a_closed_pipe_is_quiet_and_succeeds(tmp_path: Path) -> None
                     "created_at": "2025-01-01T00:00:00Z"}) + "\n"
         for i in range(3000)
     ))
-    assert run("import", str(lines), "--db", str(db)).returncode == 0
+    assert run("import", str(lines), "--db", str(db), env=KEYWORD).returncode == 0
     # `memoir export | head -1`
     done = subprocess.run(
         f"{' '.join(MEMOIR)} export --db {db} | head -1; exit ${{PIPESTATUS[0]}}",
@@ -323,7 +323,7 @@ def test_serve_refuses_a_damaged_database_naming_file_and_fix(tmp_path: Path) ->
                     "created_at": "2025-01-01T00:00:00Z"}) + "\n"
         for i in range(500)
     ))
-    assert run("import", str(lines), "--db", str(db)).returncode == 0
+    assert run("import", str(lines), "--db", str(db), env=KEYWORD).returncode == 0
     data = bytearray(db.read_bytes())
     page = 4096
     for start in range(page * (len(data) // page // 2), len(data) - page, page * 3):  # scribble over later pages
@@ -383,3 +383,30 @@ def test_stopping_sse_with_a_client_connected_logs_no_asgi_error(tmp_path: Path)
             server.kill()
             server.wait()
         server.stderr.close()
+
+
+def test_import_embeds_with_a_progress_bar_so_no_search_pays(tmp_path: Path) -> None:
+    """A bulk import used to leave every vector to the next search (20,000 memories: 36 s)."""
+    import sqlite3
+
+    db = tmp_path / "m.db"
+    lines = tmp_path / "many.jsonl"
+    lines.write_text("".join(
+        json.dumps({"type": "memory", "memory_id": f"m{i}", "user_id": "ava", "memory": f"Ava fact {i}",
+                    "created_at": "2025-01-01T00:00:00Z"}) + "\n"
+        for i in range(200)
+    ))
+    hashing = {"MEMOIR_EMBEDDINGS": "hashing"}
+    code, screen = on_terminal("import", str(lines), "--db", str(db), env=hashing)
+    assert code == 0, screen
+    assert "embedding" in screen and "200/200" in screen and "embedded 200 memories" in screen, screen
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 200
+    done = run("reindex", "--db", str(db), env=hashing)
+    assert done.returncode == 0 and "already has its vector" in done.stderr, done.stderr
+    # Memories written with embeddings off get theirs from `memoir reindex`.
+    assert run("add", "Ava likes tea", "--db", str(db), env=KEYWORD).returncode == 0
+    done = run("reindex", env={**hashing, "MEMOIR_DB": str(db)})
+    assert done.returncode == 0 and "embedded 1 memories" in done.stderr, done.stderr
+    done = run("reindex", "--db", str(db), env=KEYWORD)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, "MEMOIR_EMBEDDINGS=off")
