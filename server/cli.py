@@ -317,7 +317,10 @@ async def _delete(settings: Settings, args: argparse.Namespace) -> int:
         events = await app.store.history(found.memory_id)
         return {"memory_id": found.memory_id, "deleted": True, "event_id": events[-1].event_id}
 
-    return await _with_app(settings, run)
+    def said(result: dict) -> None:
+        print(f"deleted {result['memory_id']} (event {result['event_id']}; `memoir undo {result['event_id']}` brings it back)")
+
+    return await _with_app(settings, run, said if _table(args) else None)
 
 
 async def _users(settings: Settings, args: argparse.Namespace) -> int:
@@ -369,8 +372,19 @@ async def _undo(settings: Settings, args: argparse.Namespace) -> int:
             restored = await app.store.undo_clear(args.event_id, owner, change=Change(actor="undo"))
             return {"user_id": owner, "restored": len(restored), "events": restored}
 
-        return await _with_app(settings, run)
-    return await _with_app(settings, lambda app: app.store.undo(args.event_id, change=Change(actor="undo")))
+        def restored(result: dict) -> None:
+            print(f"brought back {result['restored']} memories of '{result['user_id']}'")
+
+        return await _with_app(settings, run, restored if _table(args) else None)
+
+    def said(event) -> None:
+        state = event.after or event.before
+        print(f"undid event {args.event_id}: {event.operation} of {event.memory_id}"
+              + (f" ({state.memory})" if state is not None else "") + f", recorded as event {event.event_id}")
+
+    return await _with_app(
+        settings, lambda app: app.store.undo(args.event_id, change=Change(actor="undo")), said if _table(args) else None
+    )
 
 
 async def _token_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -668,7 +682,7 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     update.add_argument("--topic", action="append", help="a topic (repeat for several; replaces the topics)")
     update.set_defaults(run=_update)
 
-    delete = sub.add_parser("delete", parents=[common, user], help="delete a memory (recorded; `memoir undo EVENT` brings it back)")
+    delete = sub.add_parser("delete", parents=[common, user, output], help="delete a memory (recorded; `memoir undo EVENT` brings it back)")
     delete.add_argument("memory_id", metavar="ID")
     delete.set_defaults(run=_delete)
 
@@ -683,7 +697,7 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     history.add_argument("memory_id")
     history.set_defaults(run=_history, reads_only=True)
 
-    undo = sub.add_parser("undo", parents=[common], help="revert one recorded change (see `memoir log`, `memoir history`)")
+    undo = sub.add_parser("undo", parents=[common, output], help="revert one recorded change (see `memoir log`, `memoir history`)")
     undo.add_argument("event_id", type=int, metavar="EVENT")
     undo.add_argument("--clear", action="store_true",
                       help="EVENT is one of a clear's events: bring back every memory that clear removed, at once")

@@ -96,6 +96,11 @@ def test_search_show_log_history_users_tables_on_a_terminal(tmp_path: Path) -> N
     assert code == 0 and "event" in screen and "add" in screen and "Ava lives in Denver" in screen, screen
     code, screen = on_terminal("users", "--db", db, env=KEYWORD)
     assert code == 0 and "default" in screen and "2" in screen and "┏" in screen, screen
+    code, screen = on_terminal("delete", ski["memory_id"], "--db", db, env=KEYWORD)
+    assert code == 0 and f"deleted {ski['memory_id']}" in screen and "memoir undo" in screen, screen
+    event = screen.split("memoir undo ")[1].split("`")[0]
+    code, screen = on_terminal("undo", event, "--db", db, env=KEYWORD)
+    assert code == 0 and f"undid event {event}: restore of {ski['memory_id']}" in screen, screen
 
 
 # -- new verbs -------------------------------------------------------------------------------
