@@ -196,7 +196,7 @@ async def _until_signal(work: Coroutine[object, object, object]) -> bool:
             pass
     try:
         await task
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled mid-call, the SDK's task groups raise what broke (BrokenResourceError, ...)
         if not stopped:
             raise
     finally:

@@ -415,3 +415,33 @@ def test_import_embeds_with_a_progress_bar_so_no_search_pays(tmp_path: Path) -> 
     assert done.returncode == 0 and "embedded 1 memories" in done.stderr, done.stderr
     done = run("reindex", "--db", str(db), env=KEYWORD)
     assert_one_line_error(done.returncode, done.stdout, done.stderr, "MEMOIR_EMBEDDINGS=off")
+
+
+def test_ctrl_c_on_a_busy_stdio_server_is_quiet(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C in the terminal a host runs in) while a session is open and a call is sent: exit 130, no traceback."""
+    server = subprocess.Popen(
+        [*MEMOIR, "serve", "--db", str(tmp_path / "m.db")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=clean_env(KEYWORD),
+    )
+    try:
+        def send(message: dict) -> None:
+            server.stdin.write((json.dumps(message) + "\n").encode())
+            server.stdin.flush()
+
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        assert json.loads(server.stdout.readline())["id"] == 1
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        for i in range(20):
+            send({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+                  "params": {"name": "add_memory", "arguments": {"memory": f"Ava fact {i}"}}})
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 130
+        err = server.stderr.read().decode()
+        assert "Traceback" not in err, err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for stream in (server.stdin, server.stdout, server.stderr):
+            stream.close()
