@@ -445,3 +445,21 @@ def test_ctrl_c_on_a_busy_stdio_server_is_quiet(tmp_path: Path) -> None:
             server.wait()
         for stream in (server.stdin, server.stdout, server.stderr):
             stream.close()
+
+
+async def test_a_tool_on_a_damaged_database_names_the_file_and_the_fix() -> None:
+    import sqlite3
+    from types import SimpleNamespace
+
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from memoir.tools.context import tool_errors
+
+    @tool_errors
+    async def list_memories(ctx) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    ctx = SimpleNamespace(request_context=SimpleNamespace(lifespan_context=SimpleNamespace(store=SimpleNamespace(path="/x/m.db"))))
+    with pytest.raises(ToolError) as raised:
+        await list_memories(ctx=ctx)
+    assert "/x/m.db" in str(raised.value) and "malformed" in str(raised.value) and "memoir backup" in str(raised.value)
