@@ -451,7 +451,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
             return
         if not target.parent.is_dir():
             raise MemoirError(f"no directory {target.parent} for {target.name}; create it first or choose another -o")
-        total = await app.store.count(args.user) if args.user else await app.store.count()
+        total = None if args.history else 1 + (await app.store.count(args.user) if args.user else await app.store.count())
         partial = target.with_name(target.name + ".partial")
         count = 0
         try:
