@@ -463,3 +463,16 @@ async def test_a_tool_on_a_damaged_database_names_the_file_and_the_fix() -> None
     with pytest.raises(ToolError) as raised:
         await list_memories(ctx=ctx)
     assert "/x/m.db" in str(raised.value) and "malformed" in str(raised.value) and "memoir backup" in str(raised.value)
+
+
+def test_rich_is_not_imported_when_output_is_a_pipe(tmp_path: Path) -> None:
+    """Hooks and scripts pipe the CLI: they must not pay for rendering tables."""
+    db, _, _ = seeded(tmp_path)
+    code = (
+        "import sys; from memoir.server.cli import main; "
+        f"rc = main(['list', '--db', {db!r}]); "
+        "print('RICH' if 'rich' in sys.modules else 'NO-RICH', file=sys.stderr); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean_env(KEYWORD))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().endswith("NO-RICH"), done.stderr
