@@ -147,6 +147,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     interrupted = False
     async with running_app(settings) as app:
         # A damaged file would otherwise start, then fail every tool call with no word of why.
+        # quick_check reads every page: 55 ms for 20,000 memories with their vectors (56 MB).
         check = await app.store.quick_check()
         if check != "ok":
             raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
