@@ -483,7 +483,9 @@ class Store:
             if row is None or row["user_id"] != user_id:
                 raise EventNotFound(event_id, user_id)
             if row["operation"] != "clear":
-                raise CannotUndo(f"event {event_id} is a {row['operation']}, not part of a clear; undo it on its own")
+                raise CannotUndo(
+                    f"event {event_id} is a {row['operation']}, not a clear; undo it on its own (`memoir undo {event_id}`)"
+                )
             group = [
                 _event(r)
                 for r in await _fetchall(
@@ -741,6 +743,11 @@ class Store:
         row = await _fetchone(self._writer, "PRAGMA data_version", ())
         return int(row[0])
 
+    async def quick_check(self) -> str:
+        """'ok', or what SQLite's PRAGMA quick_check found wrong (a damaged file)."""
+        rows = await _fetchall(self._reader, "PRAGMA quick_check(3)", ())
+        return "; ".join(" ".join(str(r[0]).split()) for r in rows)  # one line
+
     async def integrity_check(self) -> str:
         row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
         return str(row[0])
@@ -990,7 +997,14 @@ async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user
 
 async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
     # isolation_level=None: transactions are begun explicitly, so each change is exactly one.
-    db = await aiosqlite.connect(path, isolation_level=None)
+    connection = aiosqlite.connect(path, isolation_level=None)
+    try:
+        db = await connection
+    except BaseException:
+        # aiosqlite queues its thread's stop without waiting for it: were the loop to close first,
+        # the thread would print "Event loop is closed" tracebacks (e.g. a read-only directory).
+        await asyncio.to_thread(connection._thread.join, 5)
+        raise
     try:
         db.row_factory = sqlite3.Row
         await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

@@ -33,7 +33,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -420,12 +420,15 @@ class BackupFailed(MemoirError):
     pass
 
 
-async def backup(source: str | Path, destination: str | Path) -> Path:
-    """Copy the database at `source` to `destination` (replaced atomically) with the online backup API."""
-    return await asyncio.to_thread(_backup, Path(source), Path(destination).expanduser())
+async def backup(
+    source: str | Path, destination: str | Path, on_progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Copy the database at `source` to `destination` (replaced atomically) with the online backup API.
+    `on_progress(pages_done, pages_total)` is called (from a worker thread) as pages are copied."""
+    return await asyncio.to_thread(_backup, Path(source), Path(destination).expanduser(), on_progress)
 
 
-def _backup(source: Path, destination: Path) -> Path:
+def _backup(source: Path, destination: Path, on_progress: Callable[[int, int], None] | None = None) -> Path:
     if not source.exists():
         raise BackupFailed(f"no database at {source}")
     if destination.exists() and destination.resolve() == source.resolve():
@@ -438,7 +441,10 @@ def _backup(source: Path, destination: Path) -> Path:
     try:
         dst = sqlite3.connect(partial)
         try:
-            src.backup(dst)
+            if on_progress is None:
+                src.backup(dst)
+            else:
+                src.backup(dst, pages=1024, progress=lambda _status, remaining, total: on_progress(total - remaining, total))
             check = dst.execute("PRAGMA integrity_check").fetchone()[0]
         finally:
             dst.close()

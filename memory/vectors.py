@@ -188,6 +188,25 @@ class VectorIndex:
         model = await self.embedder()
         return await anyio.to_thread.run_sync(model.embed, [embedding_text(t) for t in texts])
 
+    async def reindex(self, on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Embed every memory, of every user, whose vector is missing or from another model (after a
+        bulk import, or writes made with embeddings off), `EMBED_BATCH` at a time, each batch saved in
+        its own transaction: so no search pays for them later. `on_progress(done, total)` after each
+        batch. Returns how many were embedded."""
+        model = await self.embedder()
+        rows = await self.store.fetch(
+            "SELECT m.id, m.memory FROM memories m LEFT JOIN embeddings e ON e.memory_rowid = m.id"
+            " WHERE e.vector IS NULL OR e.model IS NOT ? ORDER BY m.id",
+            (model.name,),
+        )
+        for start in range(0, len(rows), EMBED_BATCH):
+            batch = rows[start : start + EMBED_BATCH]
+            fresh = await self.embed([r["memory"] for r in batch])
+            await self._save([(r["id"], fresh[i]) for i, r in enumerate(batch)], model)
+            if on_progress is not None:
+                on_progress(start + len(batch), len(rows))
+        return len(rows)
+
     @property
     def model_name(self) -> str | None:
         return None if self._embedder is None else self._embedder.name

@@ -21,6 +21,7 @@ from memoir.memory.vectors import VectorIndex
 from memoir.memory.store import Store
 from memoir.tools.context import AppContext, Caller
 from memoir.tools.guidance import instructions
+from memoir.tools.resources import own_memories
 
 from .settings import Settings
 
@@ -106,4 +107,10 @@ def build_server(
         **options,
     )
     tools.register(server, offered or tools.TOOL_NAMES)
+    listed = server.list_resources
+
+    async def list_resources() -> list:  # the SDK's resources/list handler calls this attribute
+        return [*await listed(), *own_memories(app)]
+
+    server.list_resources = list_resources  # type: ignore[method-assign]
     return server

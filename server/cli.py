@@ -1,7 +1,12 @@
 """The `memoir` command: run the server, and work with the memory from a shell.
 
 The sub-commands mirror the library: `serve` runs the MCP server; `add`, `search`, `list`,
-`history`, `undo` call the store directly, against the same database.
+`show`, `update`, `delete`, `users`, `log`, `history`, `undo` call the store directly, against the
+same database. On a terminal the reading commands print tables (server/human.py); with `--json`,
+or when their output is a pipe or a file, they print JSON.
+
+Commands that only read (`list`, `search`, `show`, `history`, `log`, `users`, `export`, `backup`)
+refuse a database that does not exist, so a mistyped `--db` does not create an empty one.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import sniffio
 
 import memoir
 from memoir.memory.budget import check_max_tokens, fit
-from memoir.memory.errors import MemoirError, TokenNotFound
-from memoir.memory.limits import parse_time
+from memoir.memory.errors import MemoirError, MemoryNotFound, TokenNotFound
+from memoir.memory.limits import Limits, parse_time
 from memoir.memory.oauth_store import LOGIN_CODE_TTL, GrantInfo, OAuthStore, check_user_for_code
 from memoir.memory.store import Change, Filters
 from memoir.memory import transfer
@@ -29,7 +34,7 @@ from memoir.memory.tokens import Tokens
 from memoir.tools.context import AppContext
 
 from .app import build_server, running_app
-from .settings import DEFAULT_PORT, Settings, parse_tools
+from .settings import DEFAULT_PORT, Settings, default_db_path, parse_tools
 from .stdio import run_stdio
 from .transports import exit_now, serve_http
 from . import ui
@@ -65,26 +70,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env().with_overrides(
-            db_path=Path(args.db).expanduser() if args.db else None, user_id=getattr(args, "user", None)
+            db_path=Path(args.db).expanduser() if getattr(args, "db", None) else None, user_id=getattr(args, "user", None)
         )
     except ValueError as exc:
         print(f"memoir: a MEMOIR_* environment variable is invalid: {exc}", file=sys.stderr)
         return 1
-    if args.command not in ("serve", "search", "ui") and settings.embeddings == "on":
-        # Only serving and searching need the embedding model. What a shell command writes is
-        # embedded by the server (or the next search) the first time that user is searched.
+    try:
+        settings.check_log_level()
+        if getattr(args, "user", None) is not None:
+            Limits().user_id(args.user, "--user")  # named as the user typed it, not as MEMOIR_USER_ID
+        if getattr(args, "reads_only", False) and not settings.db_path.exists():
+            raise MemoirError(
+                f"no database at {settings.db_path}; check --db or MEMOIR_DB (default {default_db_path()}); "
+                "`memoir add` or `memoir serve` creates one"
+            )
+    except (ValueError, MemoirError) as exc:
+        print(f"memoir: {exc}", file=sys.stderr)
+        return 1
+    if args.command not in ("serve", "search", "ui", "doctor", "import", "reindex") and settings.embeddings == "on":
+        # Only serving, searching, importing and reindexing need the embedding model. What another
+        # shell command writes is embedded by the server (or the next search) when that user is searched.
         settings = replace(settings, embeddings="off")
     logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_loop(args.run(settings, args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `memoir export | head -1`: the reader has all it wanted. Quiet, and success.
+        _quiet_stdout()
+        return 0
     except (MemoirError, ValueError, OSError) as exc:
         print(f"memoir: {exc}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
-        print(f"memoir: cannot use the database {settings.db_path}: {exc}", file=sys.stderr)
+        print(f"memoir: {database_problem(settings.db_path, exc)}", file=sys.stderr)
         return 1
+
+
+def database_problem(path: Path, exc: BaseException) -> str:
+    """One line naming the database, what is wrong and the fix."""
+    text = " ".join(str(exc).split())  # SQLite's reports span lines; the error is one
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return (
+            f"the database {path} is damaged ({text}): restore a backup made by `memoir backup` (copy it over this "
+            f"file), or save what is readable with `memoir export --db {path} -o rescue.jsonl` and import that into a new database"
+        )
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        return f"cannot open the database {path} ({text}): check that its directory exists and is writable, or choose another with --db or MEMOIR_DB"
+    return f"cannot use the database {path}: {text}"
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not complain about the closed pipe."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 # -- sub-commands ----------------------------------------------------------------------------
@@ -92,17 +139,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_overrides(transport=args.transport, host=args.host, port=args.port)
+    if settings.transport != "stdio" and args.port is None and settings.port_error:
+        raise ValueError(settings.port_error)
     if args.tools is not None:
         settings = replace(settings, tools=parse_tools(args.tools))
     if args.allow_unauthenticated:
         settings = replace(settings, access=replace(settings.access, allow_unauthenticated=True))
+    interrupted = False
     async with running_app(settings) as app:
+        # A damaged file would otherwise start, then fail every tool call with no word of why.
+        # quick_check reads every page: 55 ms for 20,000 memories with their vectors (56 MB).
+        check = await app.store.quick_check()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
         if settings.transport == "stdio":
-            await run_stdio(build_server(app))
-            return 0
-        await serve_http(app, settings)
+            from .human import is_terminal
+
+            if is_terminal(sys.stdin):
+                print("memoir: waiting for an MCP host on stdin; Ctrl-C to stop", file=sys.stderr, flush=True)
+            # Ctrl-C (and SIGTERM) stop the server even while a thread is blocked reading a terminal,
+            # or a tool call is running: the store is closed, then the process ends (exit_now).
+            interrupted = await _until_signal(run_stdio(build_server(app)))
+        else:
+            await serve_http(app, settings)
+    if interrupted:
+        exit_now(130)
+    if settings.transport == "stdio":
+        return 0
     exit_now(0)  # the store is closed; only in-memory MCP sessions are left (server/transports.py)
     return 0
+
+
+STOP_GRACE = 2.0  # seconds between Ctrl-C and ending the process when the server does not stop by itself
+
+
+async def _until_signal(work: Coroutine[object, object, object]) -> bool:
+    """Run `work`; True if SIGINT or SIGTERM stopped it first."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        task.cancel()
+        # The SDK reads a terminal in a worker thread that a cancel cannot interrupt: if the server
+        # has not wound down in a moment, end the process (every acknowledged write is committed).
+        loop.call_later(STOP_GRACE, exit_now, 130)
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            pass
+    try:
+        await task
+    except BaseException:  # cancelled mid-call, the SDK's task groups raise what broke (BrokenResourceError, ...)
+        if not stopped:
+            raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return stopped
 
 
 async def _add(settings: Settings, args: argparse.Namespace) -> int:
@@ -137,13 +239,34 @@ async def _search(settings: Settings, args: argparse.Namespace) -> int:
         kept, tokens, cut = fit(results, max_tokens)
         return {"retrieval_method": method, "results": kept, "tokens": tokens, "truncated_by_budget": cut}
 
-    return await _with_app(settings, run)
+    def table(result: dict) -> None:
+        from .human import print_search
+
+        print_search(result, user_id=settings.user_id, query=args.query)
+
+    return await _with_app(settings, run, table if _table(args) else None)
+
+
+def _table(args: argparse.Namespace) -> bool:
+    from .human import wants_table
+
+    return wants_table(getattr(args, "json", False))
 
 
 async def _list(settings: Settings, args: argparse.Namespace) -> int:
-    return await _with_app(
-        settings, lambda app: app.store.list(settings.user_id, limit=args.limit, cursor=args.cursor, filters=_validity(args))
-    )
+    async def run(app):
+        limit = app.store.limits.limit(args.limit, LIST_MAX, "--limit")
+        return await app.store.list(settings.user_id, limit=limit, cursor=args.cursor, filters=_validity(args))
+
+    def table(page) -> None:
+        from .human import print_memories
+
+        print_memories(page.memories, user_id=settings.user_id, next_cursor=page.next_cursor)
+
+    return await _with_app(settings, run, table if _table(args) else None)
+
+
+LIST_MAX = 1_000  # a page of `memoir list` (the list_memories tool pages by at most 100)
 
 
 async def _history(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,7 +278,85 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
             raise MemoirError(f"no history for memory '{args.memory_id}'{who}")
         return events
 
+    def table(events) -> None:
+        from .human import print_events
+
+        print_events(events, title=f"history of memory {args.memory_id} (undo one with `memoir undo EVENT`)")
+
+    return await _with_app(settings, run, table if _table(args) else None)
+
+
+async def _owned(app: AppContext, settings: Settings, args: argparse.Namespace, memory_id: str):
+    """The memory `memory_id`: of --user / MEMOIR_USER_ID when given, else of whoever owns it (a local shell is trusted)."""
+    app.store.limits.memory_id(memory_id)
+    found = await app.store.find(memory_id)
+    explicit = args.user or None
+    if found is None or (explicit is not None and found.user_id != explicit):
+        raise MemoryNotFound(memory_id, explicit or settings.user_id)
+    return found
+
+
+async def _show(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        return await _owned(app, settings, args, args.memory_id)
+
+    def table(memory) -> None:
+        from .human import print_memory
+
+        print_memory(memory)
+
+    return await _with_app(settings, run, table if _table(args) else None)
+
+
+async def _update(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        found = await _owned(app, settings, args, args.memory_id)
+        return await app.store.update(
+            found.user_id, found.memory_id, memory=args.memory, topics=args.topic, change=Change(actor="cli")
+        )
+
     return await _with_app(settings, run)
+
+
+async def _delete(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        found = await _owned(app, settings, args, args.memory_id)
+        await app.store.delete(found.user_id, found.memory_id, change=Change(actor="cli"))
+        events = await app.store.history(found.memory_id)
+        return {"memory_id": found.memory_id, "deleted": True, "event_id": events[-1].event_id}
+
+    def said(result: dict) -> None:
+        print(f"deleted {result['memory_id']} (event {result['event_id']}; `memoir undo {result['event_id']}` brings it back)")
+
+    return await _with_app(settings, run, said if _table(args) else None)
+
+
+async def _users(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        rows = await app.store.fetch(
+            "SELECT user_id, count(*) AS memories, max(updated_at) AS last_change FROM memories GROUP BY user_id ORDER BY user_id"
+        )
+        return [dict(r) for r in rows]
+
+    def table(users) -> None:
+        from .human import print_users
+
+        print_users(users)
+
+    return await _with_app(settings, run, table if _table(args) else None)
+
+
+async def _log(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        limit = app.store.limits.limit(args.limit, LIST_MAX, "--limit")
+        return await app.store.user_history(settings.user_id, limit=limit)
+
+    def table(events) -> None:
+        from .human import print_log
+
+        print_log(events, user_id=settings.user_id)
+
+    return await _with_app(settings, run, table if _table(args) else None)
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
@@ -172,7 +373,26 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _undo(settings: Settings, args: argparse.Namespace) -> int:
-    return await _with_app(settings, lambda app: app.store.undo(args.event_id, change=Change(actor="undo")))
+    if args.clear:
+        async def run(app):
+            row = await app.store.fetch("SELECT user_id FROM history WHERE event_id = ?", [args.event_id])
+            owner = args.user or (row[0]["user_id"] if row else settings.user_id)
+            restored = await app.store.undo_clear(owner, args.event_id, change=Change(actor="undo"))
+            return {"user_id": owner, "restored": len(restored), "events": restored}
+
+        def restored(result: dict) -> None:
+            print(f"brought back {result['restored']} memories of '{result['user_id']}'")
+
+        return await _with_app(settings, run, restored if _table(args) else None)
+
+    def said(event) -> None:
+        state = event.after or event.before
+        print(f"undid event {args.event_id}: {event.operation} of {event.memory_id}"
+              + (f" ({state.memory})" if state is not None else "") + f", recorded as event {event.event_id}")
+
+    return await _with_app(
+        settings, lambda app: app.store.undo(args.event_id, change=Change(actor="undo")), said if _table(args) else None
+    )
 
 
 async def _token_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -223,6 +443,8 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from .human import progress
+
     async def run(app):
         lines = transfer.export_lines(app.store, args.user, history=args.history)
         if not args.output:
@@ -230,35 +452,132 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
                 print(line)
             return
         target = Path(args.output).expanduser()
+        if target.exists() and not target.is_file():  # /dev/stdout, a FIFO: write to it, never replace it
+            with target.open("w", encoding="utf-8") as out:
+                async for line in lines:
+                    out.write(line + "\n")
+            return
+        if not target.parent.is_dir():
+            raise MemoirError(f"no directory {target.parent} for {target.name}; create it first or choose another -o")
+        total = None if args.history else 1 + (await app.store.count(args.user) if args.user else await app.store.count())
         partial = target.with_name(target.name + ".partial")
         count = 0
-        with partial.open("w", encoding="utf-8") as out:
-            async for line in lines:
-                out.write(line + "\n")
-                count += 1
-        partial.replace(target)
+        try:
+            with partial.open("w", encoding="utf-8") as out, progress(f"exporting to {target.name}", total) as bar:
+                async for line in lines:
+                    out.write(line + "\n")
+                    count += 1
+                    bar.advance()
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a failed export leaves nothing behind; the old file is untouched
+            raise
         print(f"memoir: wrote {count - 1} records to {target}", file=sys.stderr)
 
     return await _with_store(settings, run)
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _open_import(path: Path):
+    """The file to import, as text lines; a one-line error for what is not JSON Lines."""
+    if path.is_dir():
+        raise MemoirError(f"{path} is a directory; give a JSON Lines file from `memoir export` or a memory.jsonl")
+    with path.open("rb") as raw:
+        head = raw.read(4096)
+    if head.startswith(_SQLITE_MAGIC):
+        raise MemoirError(
+            f"{path} is a SQLite database (a memoir database or backup?), not JSON Lines: use it with --db {path}, "
+            f"or copy it in with `memoir export --db {path} | memoir import -`"
+        )
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a character cut at the 4,096th byte
+            raise MemoirError(f"{path} is not UTF-8 text (byte {exc.start}); import reads JSON Lines from `memoir export` or a memory.jsonl") from None
+    return path.open(encoding="utf-8", errors="strict")
+
+
 async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from .human import progress
+
     async def run(app):
         source = "stdin" if args.file == "-" else Path(args.file).name
-        lines = sys.stdin if args.file == "-" else open(Path(args.file).expanduser(), encoding="utf-8")  # noqa: SIM115
-        with lines:
-            report = await transfer.import_lines(
-                app.store, lines, user_id=args.user, default_user=settings.user_id, source=source
-            )
+        lines = sys.stdin if args.file == "-" else _open_import(Path(args.file).expanduser())
+        total = None
+        if args.file != "-":
+            with Path(args.file).expanduser().open("rb") as raw:
+                total = sum(1 for _ in raw)
+        with lines, progress(f"reading {source}", total) as bar:
+            def counted():
+                for line in lines:
+                    bar.advance()
+                    yield line
+
+            try:
+                report = await transfer.import_lines(
+                    app.store, counted(), user_id=args.user, default_user=settings.user_id, source=source
+                )
+            except UnicodeDecodeError as exc:
+                raise MemoirError(f"{source} is not UTF-8 text ({exc.reason}); nothing was imported") from None
         print(report.summary())
         for skipped in report.skipped:
             print(f"  skipped line {skipped.line}: {skipped.reason}")
+        if report.memories and not args.no_embed:
+            # Embed now, with a progress bar, rather than in the next search (20,000 memories: 36 s).
+            embedded = await _embed_missing(app)
+            if embedded:
+                print(f"memoir: embedded {embedded} memories for semantic search", file=sys.stderr)
+
+    return await _with_store(settings, run)
+
+
+async def _embed_missing(app: AppContext) -> int:
+    vectors = app.retriever.vectors
+    if vectors is None:  # MEMOIR_EMBEDDINGS=off
+        return 0
+    from .human import progress
+
+    with progress("embedding") as bar:
+        seen = 0
+
+        def step(done: int, total: int) -> None:
+            nonlocal seen
+            bar.total(total)
+            bar.advance(done - seen)
+            seen = done
+
+        return await vectors.reindex(step)
+
+
+async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(app):
+        if app.retriever.vectors is None:
+            raise MemoirError("embeddings are off (MEMOIR_EMBEDDINGS=off): there is nothing to index")
+        embedded = await _embed_missing(app)
+        print(f"memoir: embedded {embedded} memories" if embedded else "memoir: every memory already has its vector",
+              file=sys.stderr)
 
     return await _with_store(settings, run)
 
 
 async def _backup(settings: Settings, args: argparse.Namespace) -> int:
-    written = await transfer.backup(settings.db_path, args.path)
+    target = Path(args.path).expanduser()
+    if not target.parent.is_dir():
+        raise MemoirError(f"no directory {target.parent} for the backup {target.name}; create it first or choose another path")
+    from .human import progress
+
+    with progress(f"backing up to {target.name}") as bar:
+        seen = 0
+
+        def step(done: int, total: int) -> None:
+            nonlocal seen
+            bar.total(total)
+            bar.advance(done - seen)
+            seen = done
+
+        written = await transfer.backup(settings.db_path, target, step)
     print(f"memoir: backed up {settings.db_path} to {written} (integrity check ok)")
     return 0
 
@@ -270,9 +589,16 @@ async def _with_store(settings: Settings, action: Callable[..., Awaitable[object
     return 0
 
 
-async def _with_app(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
+async def _with_app(
+    settings: Settings, action: Callable[..., Awaitable[object]], table: Callable[[object], None] | None = None
+) -> int:
+    """Run `action` on the open app and print what it returns: as JSON, or with `table` (a terminal, no --json)."""
     async def printed(app: AppContext) -> None:
-        _print_json(await action(app))
+        result = await action(app)
+        if table is not None:
+            table(result)
+        else:
+            _print_json(result)
 
     return await _with_store(settings, printed)
 
@@ -297,12 +623,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memoir",
         description="memoir: an MCP server that gives agents a long-term memory about their users.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"""examples:
+  memoir config claude-code         how to add memoir to Claude Code (also claude-desktop, cursor, vscode)
+  memoir add "Ava likes to ski" --topic hobbies
+  memoir search "winter sports"     hybrid search; --method keyword|semantic|agentic|last_n|first_n
+  memoir list                       a table on a terminal; --json (or a pipe) for JSON
+  memoir log                        recent changes, with the event ids `memoir undo EVENT` takes
+  memoir backup ~/memoir-backup.db
+  memoir doctor                     check the database, the model and the configuration
+
+database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     )
     parser.add_argument("--version", action="version", version=f"memoir {memoir.__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="SQLite database file (env MEMOIR_DB; default: the user data directory)")
     user = argparse.ArgumentParser(add_help=False)
     user.add_argument("--user", help="user id (env MEMOIR_USER_ID; default 'default')")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON (the default when output is not a terminal)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", parents=[common, user], help="run the MCP server (stdio by default)")
@@ -329,29 +668,55 @@ def _parser() -> argparse.ArgumentParser:
     validity.add_argument("--include-superseded", action="store_true", help="superseded memories too")
     add.set_defaults(run=_add)
 
-    search = sub.add_parser("search", parents=[common, user, validity], help="search memories")
+    search = sub.add_parser("search", parents=[common, user, validity, output], help="search memories")
     search.add_argument("query", nargs="?")
-    search.add_argument("--method", help="retrieval method (default: keyword with a query, last_n without)")
+    search.add_argument("--method", choices=["hybrid", "keyword", "semantic", "agentic", "last_n", "first_n"],
+                        help="retrieval method (default: hybrid with a query - keyword and semantic fused, keyword "
+                        "alone when MEMOIR_EMBEDDINGS=off - and last_n without)")
     search.add_argument("--limit", type=int, default=10)
     search.add_argument("--max-tokens", type=int, help="a budget for the memory text (ASCII characters 1/4 token, others 1)")
     search.add_argument(
         "--min-relevance", type=float, default=None, metavar="R",
         help="drop results whose relevance (0-1) is below R (default 0.3; 0 keeps every result)",
     )
-    search.set_defaults(run=_search)
+    search.set_defaults(run=_search, reads_only=True)
 
-    listing = sub.add_parser("list", parents=[common, user, validity], help="list memories, newest first")
-    listing.add_argument("--limit", type=int, default=20)
+    listing = sub.add_parser("list", parents=[common, user, validity, output], help="list memories, newest first")
+    listing.add_argument("--limit", type=int, default=20, help=f"how many (1-{LIST_MAX:,}; default 20)")
     listing.add_argument("--cursor")
-    listing.set_defaults(run=_list)
+    listing.set_defaults(run=_list, reads_only=True)
 
-    history = sub.add_parser("history", parents=[common], help="show every recorded change of a memory")
+    show = sub.add_parser("show", parents=[common, user, output], help="show one memory")
+    show.add_argument("memory_id", metavar="ID")
+    show.set_defaults(run=_show, reads_only=True)
+
+    update = sub.add_parser("update", parents=[common, user], help="change a memory's text or topics (recorded; undoable)")
+    update.add_argument("memory_id", metavar="ID")
+    update.add_argument("--memory", help="the new text")
+    update.add_argument("--topic", action="append", help="a topic (repeat for several; replaces the topics)")
+    update.set_defaults(run=_update)
+
+    delete = sub.add_parser("delete", parents=[common, user, output], help="delete a memory (recorded; `memoir undo EVENT` brings it back)")
+    delete.add_argument("memory_id", metavar="ID")
+    delete.set_defaults(run=_delete)
+
+    users = sub.add_parser("users", parents=[common, output], help="the users with memories, and how many each has")
+    users.set_defaults(run=_users, reads_only=True)
+
+    log = sub.add_parser("log", parents=[common, user, output], help="a user's recent changes, newest first, with event ids to undo")
+    log.add_argument("--limit", type=int, default=30, help="how many events (default 30)")
+    log.set_defaults(run=_log, reads_only=True)
+
+    history = sub.add_parser("history", parents=[common, output], help="show every recorded change of a memory")
     history.add_argument("memory_id")
     history.add_argument("--user", help="only this user's events (default: the memory's owner's)")
-    history.set_defaults(run=_history)
+    history.set_defaults(run=_history, reads_only=True)
 
-    undo = sub.add_parser("undo", parents=[common], help="revert one recorded change (see `memoir history`)")
-    undo.add_argument("event_id", type=int)
+    undo = sub.add_parser("undo", parents=[common, output], help="revert one recorded change (see `memoir log`, `memoir history`)")
+    undo.add_argument("event_id", type=int, metavar="EVENT")
+    undo.add_argument("--clear", action="store_true",
+                      help="EVENT is one of a clear's events: bring back every memory that clear removed, at once")
+    undo.add_argument("--user", help="with --clear: the user whose clear it was (default: the event's)")
     undo.set_defaults(run=_undo)
 
     purge = sub.add_parser(
@@ -364,17 +729,22 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--user", help="only this user's memories (default: every user)")
     export.add_argument("--history", action="store_true", help="include every recorded change")
     export.add_argument("--output", "-o", help="write to this file (replaced atomically) instead of stdout")
-    export.set_defaults(run=_export)
+    export.set_defaults(run=_export, reads_only=True)
     importing = sub.add_parser(
         "import", parents=[common], help="read a memoir export or an MCP memory server memory.jsonl (idempotent)"
     )
     importing.add_argument("file", metavar="FILE", help="JSON Lines file ('-' for stdin)")
     importing.add_argument("--user", help="the user for memory.jsonl entities and relations (default: the configured "
                            "user); for a memoir export, import only this user")
+    importing.add_argument("--no-embed", action="store_true",
+                           help="do not embed the imported memories now (`memoir reindex` or the first search will)")
     importing.set_defaults(run=_import)
+    reindex = sub.add_parser("reindex", parents=[common],
+                             help="embed every memory that has no vector for the current model (so no search pays for it)")
+    reindex.set_defaults(run=_reindex, reads_only=True)
     backup = sub.add_parser("backup", parents=[common], help="copy the database safely, even while a server runs")
     backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")
-    backup.set_defaults(run=_backup)
+    backup.set_defaults(run=_backup, reads_only=True)
 
     token = sub.add_parser("token", help="bearer tokens, OAuth sign-in codes and grants for SSE / HTTP: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
@@ -394,7 +764,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("token", metavar="ID_OR_TOKEN", help="an id from `memoir token list`, or the secret itself")
     revoke.set_defaults(run=_token_revoke)
+
+    config_parser(sub, common)
+    doctor = sub.add_parser("doctor", parents=[common, user], help="check the database, the model, the LLM and token setup; each problem with its fix")
+    doctor.set_defaults(run=_doctor)
     return parser
+
+
+def config_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`memoir config HOST`; returned so more options (e.g. --hooks for claude-code) can be added to it."""
+    from .hostconfig import HOSTS
+
+    config = sub.add_parser("config", parents=[common],
+                            help="print the configuration that adds this memoir to an MCP host, with its absolute path")
+    config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of {', '.join(HOSTS)}")
+    config.set_defaults(run=_config)
+    return config
+
+
+async def _config(settings: Settings, args: argparse.Namespace) -> int:
+    from .hostconfig import snippet
+
+    print(snippet(args.host, db=Path(args.db).expanduser().resolve() if args.db else None))
+    return 0
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return await run_doctor(settings)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from .access import AccessSettings
 Transport = Literal["stdio", "sse", "http"]
 
 DEFAULT_PORT = 8765
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def default_db_path() -> Path:
@@ -73,6 +74,8 @@ class Settings:
     access: AccessSettings = field(default_factory=AccessSettings)
     secrets: Mode = "refuse"
     tools: tuple[str, ...] | None = None  # None: every tool (memoir.tools.select_tools makes the tuple)
+    # A bad MEMOIR_PORT fails only what listens (`serve --transport sse|http`), not `memoir list`.
+    port_error: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,7 +91,10 @@ class Settings:
         if env.get("MEMOIR_HOST"):
             overrides["host"] = env["MEMOIR_HOST"]
         if env.get("MEMOIR_PORT"):
-            overrides["port"] = int(env["MEMOIR_PORT"])
+            try:
+                overrides["port"] = int(env["MEMOIR_PORT"])
+            except ValueError:
+                overrides["port_error"] = f"MEMOIR_PORT must be a port number 0-65535, not {env['MEMOIR_PORT']!r}"
         if env.get("MEMOIR_LOG_LEVEL"):
             overrides["log_level"] = env["MEMOIR_LOG_LEVEL"].upper()
         if env.get("ANTHROPIC_API_KEY"):
@@ -125,8 +131,13 @@ class Settings:
     def with_overrides(self, **values: object) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
+    def check_log_level(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"MEMOIR_LOG_LEVEL must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}, not {self.log_level!r}")
+
     def check(self) -> None:
         """Fail early, with the fix, on settings that cannot work."""
+        self.check_log_level()
         self.limits.user_id(self.user_id, "MEMOIR_USER_ID")
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"MEMOIR_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {self.synchronous!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -59,7 +60,16 @@ def bind(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                f"port {settings.port} on {settings.host} is in use (another `memoir serve`?): stop that, or choose "
+                "another port with --port or MEMOIR_PORT (0 = any free port)"
+            ) from None
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -156,6 +166,9 @@ class _Server(uvicorn.Server):
             sock.close()
         if not await self.in_flight.drained(self.grace):
             log.warning("memoir: %d requests still unanswered after %g s; stopping anyway", self.in_flight.count, self.grace)
+        # The open streams are dropped on purpose (above): uvicorn would log each one it sees end
+        # unfinished as "ASGI callable returned without completing response", an error that is none.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -160,7 +160,7 @@ def test_bad_input_over_a_real_process(tmp_path: Path) -> None:
         (["history", "nope"], {}, "nope"),
         (["list", "--user", "bad user!"], {}, "letters, digits"),
         (["list", "--cursor", "garbage"], {}, "cursor"),
-        (["list"], {"MEMOIR_PORT": "abc"}, "abc"),
+        (["serve", "--transport", "sse"], {"MEMOIR_PORT": "abc"}, "abc"),
         (["list"], {"MEMOIR_SYNCHRONOUS": "bogus"}, "MEMOIR_SYNCHRONOUS"),
         (["list"], {"MEMOIR_USER_ID": "no spaces allowed"}, "MEMOIR_USER_ID"),
         (["serve", "--port", "99999"], {}, "99999"),
@@ -175,6 +175,7 @@ def test_bad_input_is_exit_1_and_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv, env, expected
 ) -> None:
     db = tmp_path / "m.db"
+    db.touch()  # an empty file is an empty database (read-only commands refuse a missing one)
     for name in [n for n in __import__("os").environ if n.startswith("MEMOIR_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():

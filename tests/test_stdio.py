@@ -22,8 +22,11 @@ from tests.conftest import ERAS
 from tests.servers import MEMOIR, clean_env
 
 TOY = """
-import os, subprocess, sys
+import logging, os, subprocess, sys
 import anyio
+# As `memoir serve` does (server/cli.py): plain log lines on stderr. Without it the SDK, finding
+# rich installed, logs through rich's handler, which wraps lines to the terminal width.
+logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 from mcp.server.mcpserver import MCPServer
 from memoir.server import stdio
 

@@ -255,7 +255,7 @@ async def test_undo_clear_restores_the_whole_clear_in_one_step(store: Store) -> 
         await store.undo_clear("ava", events[1].event_id)
     with pytest.raises(EventNotFound):  # bob's clear, named with ava's user
         await store.undo_clear("ava", (await store.history(bob.memory_id))[-1].event_id)
-    with pytest.raises(CannotUndo, match="not part of a clear"):
+    with pytest.raises(CannotUndo, match="not a clear"):
         await store.undo_clear("ava", (await store.history(kept[0].memory_id))[0].event_id)
     # The restores are one change: undoing one removes them all again, in one step.
     await store.undo(restored[1].event_id)

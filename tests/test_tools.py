@@ -296,6 +296,15 @@ async def test_resources(client: Client) -> None:
         await client.read_resource("memoir://memories/000000000000")
 
 
+async def test_resources_list_offers_the_callers_own_memories(client: Client, app: AppContext) -> None:
+    """A host's resource picker shows what resources/list returns: it used to be empty."""
+    await call(client, "add_memory", memory="Ava likes to ski")
+    listed = (await client.list_resources()).resources
+    assert [str(r.uri) for r in listed] == [f"memoir://users/{app.default_user_id}/memories"]
+    text = (await client.read_resource(str(listed[0].uri))).contents[0].text
+    assert [m["memory"] for m in json.loads(text)["memories"]] == ["Ava likes to ski"]
+
+
 async def test_instructions_and_prompt_teach_the_memory_habit(app: AppContext) -> None:
     from memoir.server.app import build_server
 

@@ -8,6 +8,7 @@ the same ones.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -94,5 +95,18 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await fn(*args, **kwargs)
         except MemoirError as exc:
             raise ToolError(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            # Otherwise the host shows only "Error executing tool ...": name the file and the fix.
+            ctx = kwargs.get("ctx")
+            path = getattr(getattr(getattr(getattr(ctx, "request_context", None), "lifespan_context", None), "store", None), "path", None)
+            raise ToolError(damaged_database(path, exc)) from exc
 
     return wrapper
+
+
+def damaged_database(path: str | None, exc: BaseException) -> str:
+    where = f"memoir's database {path}" if path else "memoir's database"
+    return (
+        f"{where} cannot be read ({' '.join(str(exc).split())}): the user should stop memoir, run `memoir doctor`, "
+        "and restore a backup made by `memoir backup` (or save what is readable with `memoir export`)"
+    )

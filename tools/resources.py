@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from mcp.server.mcpserver import Context
+from mcp_types import Resource
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
 from memoir.memory.errors import InvalidArgument
@@ -73,3 +74,25 @@ async def memory_history(memory_id: str, ctx: Context) -> str:
     if not events:
         raise ResourceNotFoundError(f"no history for memory '{memory_id}'")
     return json.dumps({"memory_id": memory_id, "events": [e.model_dump() for e in events]})
+
+
+def own_memories(app) -> list[Resource]:  # app: AppContext
+    """What `resources/list` offers besides the templates: the caller's own memories (the
+    token's user on an authenticated connection, else the configured user), so a host's
+    resource picker has something to show."""
+    from memoir.memory.errors import MemoirError
+
+    try:
+        caller = app.caller()
+    except MemoirError:  # no verified identity on this request: list nothing of anyone's
+        return []
+    user_id = caller.user_id or app.default_user_id
+    return [
+        Resource(
+            uri=f"memoir://users/{user_id}/memories",
+            name="memories",
+            title=f"What memoir remembers about {user_id}",
+            description="The current memories of this user, newest first (at most 1,000), as JSON.",
+            mime_type="application/json",
+        )
+    ]
