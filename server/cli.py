@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if hasattr(args, "sync_run"):  # memoir extract / memoir hook (server/hooks.py; server/entry.py goes there directly)
+        return args.sync_run(args)
     try:
         settings = Settings.from_env().with_overrides(
             db_path=Path(args.db).expanduser() if args.db else None, user_id=getattr(args, "user", None)
@@ -380,6 +382,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("token", metavar="ID_OR_TOKEN", help="an id from `memoir token list`, or the secret itself")
     revoke.set_defaults(run=_token_revoke)
+
+    from .hooks import add_parsers as add_hook_parsers
+
+    add_hook_parsers(sub, common, user)  # memoir extract, memoir hook session-start|user-prompt|stop
     return parser
 
 
