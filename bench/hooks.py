@@ -27,7 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Not bench/ itself on the path: bench/secrets.py would shadow the standard library's `secrets`.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _HERE)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(_HERE)  # last: `_common` and `scale` are found, `secrets` is the standard library's
 from _common import loadavg, pct  # noqa: E402
 from scale import facts, queries  # noqa: E402
 

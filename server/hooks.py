@@ -339,9 +339,10 @@ async def session_start(settings, event: dict[str, Any]) -> str:
     )
 
 
-def prefetch_embedder(settings) -> None:
-    """Load the embedding model in a thread while the store opens and reads (it is the slowest part)."""
-    if settings.embeddings == "off":
+def prefetch_embedder(embeddings: str) -> None:
+    """Load the embedding model in a thread while the main thread imports the rest and opens the
+    store: the model is the slowest part of `user-prompt`, and much of its load is native code."""
+    if embeddings not in ("on", "hashing"):
         return
     import threading
 
@@ -349,7 +350,7 @@ def prefetch_embedder(settings) -> None:
         try:
             from memoir.memory.embeddings import load_embedder
 
-            load_embedder("hashing" if settings.embeddings == "hashing" else "default")
+            load_embedder("hashing" if embeddings == "hashing" else "default")
         except Exception:  # noqa: BLE001 - the search loads it again and reports the error
             pass
 
@@ -389,7 +390,6 @@ async def user_prompt(settings, event: dict[str, Any]) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         return ""
     budget = hook_tokens()
-    prefetch_embedder(settings)
     store = await open_store(settings)
     if store is None:
         return ""
@@ -438,15 +438,22 @@ def check_session(event: dict[str, Any]) -> tuple[str, Path]:
     return session_id, path
 
 
-def stop(settings, event: dict[str, Any], db: str | None, user: str | None) -> None:
-    """Hand the session to a detached worker; return at once."""
+def stop(event: dict[str, Any], db: str | None, user: str | None) -> None:
+    """Hand the session to a detached worker; return at once.
+
+    Reads no settings module (it imports pydantic and numpy, ~0.25 s): the worker reads them
+    and logs what is wrong with them.
+    """
     import subprocess
 
     session_id, transcript = check_session(event)
-    if not settings.anthropic_api_key:
+    if not os.environ.get("ANTHROPIC_API_KEY"):
         raise HookError(f"stop: no model for extraction: set ANTHROPIC_API_KEY for the hook (session {session_id})")
     args = [sys.executable, "-m", "memoir.server.hooks", "worker", "--session", session_id, "--transcript", str(transcript)]
-    args += ["--db", str(settings.db_path), "--user", settings.user_id]
+    if db:
+        args += ["--db", db]
+    if user:
+        args += ["--user", user]
     subprocess.Popen(  # noqa: S603 - our own interpreter and module
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
@@ -572,13 +579,16 @@ def run_hook(event_name: str, db: str | None, user: str | None, stdin: IO[str] |
             raise HookError(f"the host's JSON on stdin is invalid: {exc}") from None
         if not isinstance(event, dict):
             raise HookError("the host's JSON on stdin is not an object")
-        settings = load_settings(db, user)
-        if event_name == "session-start":
-            out = _run(session_start(settings, event))
-        elif event_name == "user-prompt":
-            out = _run(user_prompt(settings, event))
+        if event_name == "stop":
+            stop(event, db, user)
         else:
-            stop(settings, event, db, user)
+            if event_name == "user-prompt" and isinstance(event.get("prompt"), str) and event["prompt"].strip():
+                prefetch_embedder(os.environ.get("MEMOIR_EMBEDDINGS", "on").strip().lower())
+            settings = load_settings(db, user)
+            if event_name == "session-start":
+                out = _run(session_start(settings, event))
+            else:
+                out = _run(user_prompt(settings, event))
         if os.environ.get("MEMOIR_HOOK_TRACE"):
             log(f"{event_name}: ok in {1000 * (time.perf_counter() - started):.0f} ms, {len(out)} characters")
     except BaseException as exc:  # noqa: BLE001 - a hook never fails the host's prompt
@@ -690,7 +700,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["worker"]:
         return worker(argv[1:])
     args = parser().parse_args(argv)
-    return args.sync_run(args)
+    code = args.sync_run(args)
+    if args.command == "hook":
+        # Done: the store is closed and the output flushed. Skipping the interpreter's teardown
+        # saves tens of milliseconds per prompt, and never waits on (or tears down under) a model
+        # still loading in the prefetch thread when the hook had nothing to search.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
