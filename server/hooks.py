@@ -357,10 +357,7 @@ def prefetch_embedder(embeddings: str) -> None:
     threading.Thread(target=load, daemon=True).start()
 
 
-async def relevant(settings, store, query: str, budget: int) -> list[Any]:
-    """The default search for `query` (hybrid with embeddings, else keyword), the relevance floor
-    when the search gives one, within `budget` tokens."""
-    from memoir.memory.budget import fit
+def make_retriever(settings, store) -> Any:
     from memoir.memory.retrieval import Retriever
 
     vectors = None
@@ -370,19 +367,36 @@ async def relevant(settings, store, query: str, budget: int) -> list[Any]:
 
         kind = "hashing" if settings.embeddings == "hashing" else "default"
         vectors = VectorIndex(store, lambda: load_embedder(kind))
-    retriever = Retriever(store, vectors)
-    try:
-        query = query[-store.limits.query_max_chars:]
-        outcome = await retriever.search(settings.user_id, query, limit=10)
-    finally:
-        if vectors is not None:
-            await vectors.close()
+    return Retriever(store, vectors)
+
+
+async def relevant(settings, retriever, user_id: str, query: str, budget: int) -> list[Any]:
+    """The default search for `query` (hybrid with embeddings, else keyword), the relevance floor
+    when the search gives one, within `budget` tokens."""
+    from memoir.memory.budget import fit
+
+    query = query[-retriever.store.limits.query_max_chars:]
+    outcome = await retriever.search(user_id, query, limit=10)
     results = [m for m in outcome.results if _current(m)]
     floor = getattr(settings, "min_relevance", None)  # the relevance floor, where the search has one
     if floor is not None:
         results = [m for m in results if getattr(m, "relevance", None) is None or m.relevance >= floor]
     kept, _, _ = fit(results, budget)
     return kept
+
+
+async def recall(settings, retriever, user_id: str, prompt: str, budget: int) -> str:
+    """What user-prompt prints for `prompt` (cold or warm), with the recalls counted."""
+    kept = await relevant(settings, retriever, user_id, prompt, budget)
+    if not kept:
+        return ""
+    try:
+        await count_recalls(retriever.store, user_id, [m.memory_id for m in kept])
+    except Exception as exc:  # noqa: BLE001 - the usage signal is not worth losing the answer for
+        log(f"user-prompt: recall count not saved: {exc}")
+    return context_block(
+        "Memories about the user that may be relevant to this prompt (memoir, long-term memory):", kept
+    )
 
 
 async def user_prompt(settings, event: dict[str, Any]) -> str:
@@ -393,23 +407,179 @@ async def user_prompt(settings, event: dict[str, Any]) -> str:
     store = await open_store(settings)
     if store is None:
         return ""
+    retriever = make_retriever(settings, store)
     try:
-        kept = await relevant(settings, store, prompt, budget)
-        if kept:
-            try:
-                await count_recalls(store, settings.user_id, [m.memory_id for m in kept])
-            except Exception as exc:  # noqa: BLE001 - the usage signal is not worth losing the answer for
-                log(f"user-prompt: recall count not saved: {exc}")
+        return await recall(settings, retriever, settings.user_id, prompt, budget)
     finally:
+        if retriever.vectors is not None:
+            await retriever.vectors.close()
         await store.close()
-    if not kept:
-        return ""
-    return context_block(
-        "Memories about the user that may be relevant to this prompt (memoir, long-term memory):", kept
+
+
+# -- the warm recall server -------------------------------------------------------------------------
+#
+# A cold `user-prompt` pays for Python's imports (~0.25 s of CPU) and the embedding model's load
+# (~0.2 s) on every prompt. After its first cold run, the hook starts a small server in the
+# background (detached) that keeps the store, the model and the user's vectors loaded and
+# listens on a Unix socket beside the database (`<db>.hooks/recall.sock`, in a 0700 folder);
+# the next hooks ask it and import nothing but `json` and `socket`. It exits after
+# MEMOIR_HOOK_WARM_IDLE seconds without a question (default 1800), and answers only hooks
+# whose settings match its own (else they run cold, and it exits). MEMOIR_HOOK_WARM=off: always
+# cold, no background process.
+
+
+def default_db() -> Path:
+    if os.environ.get("MEMOIR_DB"):
+        return Path(os.environ["MEMOIR_DB"]).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("memoir", appauthor=False)) / "memoir.db"
+
+
+def warm_enabled() -> bool:
+    return os.environ.get("MEMOIR_HOOK_WARM", "on").strip().lower() not in ("off", "0", "no", "false")
+
+
+def warm_socket(db_path: Path) -> Path:
+    db = Path(db_path).expanduser().absolute()
+    return db.with_name(db.name + ".hooks") / "recall.sock"
+
+
+def warm_fingerprint(db_path: Path) -> str:
+    """What a warm server must share with the hook asking it: the memoir version, the database
+    and the settings that change an answer."""
+    import memoir
+
+    keys = ("MEMOIR_EMBEDDINGS", "MEMOIR_SECRETS", "MEMOIR_SYNCHRONOUS", "MEMOIR_MIN_RELEVANCE", "MEMOIR_EMBEDDING_MODEL_PATH")
+    return json.dumps([memoir.__version__, str(Path(db_path).expanduser().absolute()), [os.environ.get(k, "") for k in keys]])
+
+
+def ask_warm(db_path: Path, user_id: str, prompt: str, budget: int, timeout: float = 5.0) -> str | None:
+    """The warm server's answer, or None when none is up (or it is not for these settings)."""
+    import socket
+
+    path = warm_socket(db_path)
+    if len(str(path)) > 100:  # AF_UNIX path limit
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        try:
+            conn.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        request = {"fingerprint": warm_fingerprint(db_path), "user_id": user_id, "prompt": prompt, "budget": budget}
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    finally:
+        conn.close()
+    reply = json.loads(b"".join(chunks) or b"{}")
+    if "error" in reply:
+        raise HookError(f"warm recall server: {reply['error']}")
+    return reply.get("out")
+
+
+def start_warm(db: str | None, user: str | None) -> None:
+    import subprocess
+
+    args = [sys.executable, "-m", "memoir.server.hooks", "recall-server"]
+    if db:
+        args += ["--db", db]
+    subprocess.Popen(  # noqa: S603
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
     )
 
 
+def warm_idle() -> float:
+    try:
+        return max(1.0, float(os.environ.get("MEMOIR_HOOK_WARM_IDLE", "1800")))
+    except ValueError:
+        return 1800.0
+
+
+def recall_server(argv: Sequence[str]) -> int:
+    import fcntl
+
+    parser = argparse.ArgumentParser(prog="memoir-recall-server")
+    parser.add_argument("--db")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.db, None)
+        path = warm_socket(settings.db_path)
+        private_dir(path.parent)
+        lock = open(path.with_name("recall.lock"), "a+")  # noqa: SIM115 - held for the server's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another one is up
+        _run(_serve_recall(settings, path))
+        return 0
+    except Exception as exc:  # noqa: BLE001 - detached: the log is the only place to say it
+        log(f"recall server: {type(exc).__name__}: {exc}")
+        return 1
+
+
+async def _serve_recall(settings, path: Path) -> None:
+    store = await open_store(settings)
+    if store is None:
+        return
+    retriever = make_retriever(settings, store)
+    fingerprint = warm_fingerprint(settings.db_path)
+    last = time.monotonic()
+    stop_serving = asyncio.Event()
+    idle = warm_idle()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal last
+        last = time.monotonic()
+        try:
+            request = json.loads(await reader.readline())
+            if request.get("fingerprint") != fingerprint:
+                reply: dict[str, Any] = {"out": None}
+                stop_serving.set()  # settings or version changed: make way for a new server
+            else:
+                user_id = store.limits.user_id(request["user_id"], "MEMOIR_USER_ID")
+                out = await recall(settings, retriever, user_id, request["prompt"], int(request["budget"]))
+                reply = {"out": out}
+        except Exception as exc:  # noqa: BLE001 - the hook logs it and prints nothing
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            writer.write(json.dumps(reply).encode())
+            await writer.drain()
+        finally:
+            writer.close()
+        last = time.monotonic()
+
+    try:
+        if retriever.vectors is not None:
+            await retriever.vectors.embedder()  # load the model now, not on the first question
+        path.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(answer, path=str(path))
+        os.chmod(path, 0o600)
+        log(f"recall server: up on {path}")
+        async with server:
+            while not stop_serving.is_set() and time.monotonic() - last < idle:
+                try:
+                    await asyncio.wait_for(stop_serving.wait(), timeout=min(5.0, idle))
+                except asyncio.TimeoutError:
+                    pass
+    finally:
+        path.unlink(missing_ok=True)
+        if retriever.vectors is not None:
+            await retriever.vectors.close()
+        await store.close()
+
+
 # -- stop: extraction in the background -------------------------------------------------------
+
+
+def private_dir(path: Path) -> None:
+    """The hooks' state folder: created if need be, readable by its owner only (it holds the socket)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def state_dir(settings) -> Path:
@@ -544,7 +714,7 @@ def worker(argv: Sequence[str]) -> int:
     try:
         settings = load_settings(args.db, args.user)
         lock_path = session_lock_path(settings, args.session)
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(lock_path.parent)
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # waits for this session's running extraction, then reads on from its cursor
             applied = _run(extract_session(settings, args.session, Path(args.transcript)))
@@ -567,6 +737,10 @@ def _run(coro) -> Any:
         return asyncio.run(coro)
 
 
+def _prompt(event: dict[str, Any]) -> bool:
+    return isinstance(event.get("prompt"), str) and bool(event["prompt"].strip())
+
+
 def run_hook(event_name: str, db: str | None, user: str | None, stdin: IO[str] | None = None) -> int:
     """`memoir hook EVENT`: always exit 0; output only on success; errors go to the hook log."""
     started = time.perf_counter()
@@ -581,8 +755,21 @@ def run_hook(event_name: str, db: str | None, user: str | None, stdin: IO[str] |
             raise HookError("the host's JSON on stdin is not an object")
         if event_name == "stop":
             stop(event, db, user)
+        elif event_name == "user-prompt" and warm_enabled() and _prompt(event):
+            db_path = Path(db).expanduser() if db else default_db()
+            user_id = user or os.environ.get("MEMOIR_USER_ID") or "default"
+            out = ask_warm(db_path, user_id, event["prompt"], hook_tokens())
+            how = "warm"
+            if out is None:  # no warm server up: answer cold, then start one for the next prompt
+                how = "cold"
+                prefetch_embedder(os.environ.get("MEMOIR_EMBEDDINGS", "on").strip().lower())
+                out = _run(user_prompt(load_settings(db, user), event))
+                if db_path.exists():
+                    start_warm(db, user)
+            if os.environ.get("MEMOIR_HOOK_TRACE"):
+                log(f"{event_name}: answered {how}")
         else:
-            if event_name == "user-prompt" and isinstance(event.get("prompt"), str) and event["prompt"].strip():
+            if event_name == "user-prompt" and _prompt(event):
                 prefetch_embedder(os.environ.get("MEMOIR_EMBEDDINGS", "on").strip().lower())
             settings = load_settings(db, user)
             if event_name == "session-start":
@@ -699,6 +886,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["worker"]:
         return worker(argv[1:])
+    if argv[:1] == ["recall-server"]:
+        return recall_server(argv[1:])
     args = parser().parse_args(argv)
     code = args.sync_run(args)
     if args.command == "hook":

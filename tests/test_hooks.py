@@ -27,7 +27,8 @@ ENTRY = [sys.executable, "-m", "memoir.server.entry"]
 
 
 def env_for(db: Path, log: Path, **extra: str) -> dict[str, str]:
-    env = clean_env({"MEMOIR_DB": str(db), "MEMOIR_HOOK_LOG": str(log), "MEMOIR_EMBEDDINGS": "hashing", **extra})
+    env = clean_env({"MEMOIR_DB": str(db), "MEMOIR_HOOK_LOG": str(log), "MEMOIR_EMBEDDINGS": "hashing",
+                     "MEMOIR_HOOK_WARM": "off", **extra})
     env.pop("ANTHROPIC_API_KEY", None)
     env.pop("ANTHROPIC_BASE_URL", None)
     env.update({k: v for k, v in extra.items()})
@@ -146,6 +147,27 @@ def test_session_start_prints_the_most_recalled_and_the_newest_within_the_budget
     assert sum(-(-len(s) // 4) for s in shown) <= 40 and len(shown) < 41
     # Nothing remembered: nothing printed.
     assert hook("session-start", {"session_id": "s"}, env_for(db, log, MEMOIR_USER_ID="nobody")).stdout == ""
+
+
+def test_after_a_cold_prompt_a_warm_recall_server_answers_the_same_and_goes_away_when_idle(tmp_path: Path) -> None:
+    db, log = tmp_path / "m.db", tmp_path / "hooks.log"
+    ids = seed(db, "default", ["Ava is allergic to peanuts", "Ava lives in Lisbon"])
+    env = env_for(db, log, MEMOIR_HOOK_WARM="on", MEMOIR_HOOK_WARM_IDLE="3", MEMOIR_HOOK_TRACE="1")
+    socket_path = tmp_path / "m.db.hooks" / "recall.sock"
+    cold = hook("user-prompt", {"prompt": "peanuts allergy?"}, env)
+    assert cold.returncode == 0 and "- Ava is allergic to peanuts" in cold.stdout
+    wait_for(lambda: socket_path.exists(), timeout=30)
+    assert oct(socket_path.parent.stat().st_mode & 0o777) == "0o700"
+    warm = hook("user-prompt", {"prompt": "peanuts allergy?"}, env)
+    assert warm.returncode == 0 and warm.stdout == cold.stdout
+    answered = [line.split("answered ")[1] for line in log.read_text().splitlines() if "answered" in line]
+    assert answered == ["cold", "warm"]
+    assert rows(db, "SELECT recalls FROM hook_recalls WHERE memory_id = ?", (ids[0],)) == [(2,)]
+    # A hook with other settings is not answered by it (and it makes way).
+    other = hook("user-prompt", {"prompt": "peanuts allergy?"}, {**env, "MEMOIR_SECRETS": "allow"})
+    assert other.returncode == 0 and "peanuts" in other.stdout
+    assert [line.split("answered ")[1] for line in log.read_text().splitlines() if "answered" in line][-1] == "cold"
+    wait_for(lambda: not socket_path.exists(), timeout=30)  # idle: gone
 
 
 @pytest.mark.parametrize("event", ["session-start", "user-prompt", "stop"])
