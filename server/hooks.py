@@ -33,7 +33,6 @@ CASCADE) and `hook_sessions` (session_id -> transcript lines already extracted).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -523,6 +522,8 @@ def recall_server(argv: Sequence[str]) -> int:
 
 
 async def _serve_recall(settings, path: Path) -> None:
+    import asyncio
+
     store = await open_store(settings)
     if store is None:
         return
@@ -532,7 +533,7 @@ async def _serve_recall(settings, path: Path) -> None:
     stop_serving = asyncio.Event()
     idle = warm_idle()
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def answer(reader: Any, writer: Any) -> None:
         nonlocal last
         last = time.monotonic()
         try:
@@ -729,6 +730,8 @@ def worker(argv: Sequence[str]) -> int:
 
 
 def _run(coro) -> Any:
+    import asyncio
+
     try:
         import uvloop
 
