@@ -12,7 +12,8 @@ host's JSON on stdin):
   cold run started);
 - `memoir hook session-start`;
 - `memoir hook stop` (returns once the background worker is started; with a key that points
-  nowhere, so the worker fails fast and is not part of the timing).
+  nowhere, so the worker fails fast; the next stop is timed once it has, so workers do not pile
+  up on the CPU).
 
 Prints p50 / p90 wall-clock milliseconds, the p50 of the process's CPU time (user + system, all
 threads: it moves less with other load than the wall clock), and the machine's load.
@@ -98,6 +99,13 @@ def main() -> None:
     transcript = folder / "transcript.jsonl"
     transcript.write_text(json.dumps({"type": "user", "message": {"role": "user", "content": "I like tea"}}) + "\n")
     prompts = queries(args.runs)
+
+    def log_text() -> str:
+        try:
+            return (folder / "hooks.log").read_text()
+        except FileNotFoundError:
+            return ""
+
     rows = []
 
     def measure(label: str, argv: list[str], stdins: list[str], extra: dict[str, str] | None = None) -> list[float]:
@@ -106,6 +114,11 @@ def main() -> None:
             ms, cpu, _ = timed(argv, stdin, {**env, **(extra or {})})
             times.append(ms)
             cpus.append(cpu)
+            if argv[-1] == "stop":  # let that worker finish (it fails: no API there) before timing the next stop
+                deadline = time.monotonic() + 30
+                session = json.loads(stdin)["session_id"]
+                while time.monotonic() < deadline and f"session {session}: extraction failed" not in log_text():
+                    time.sleep(0.05)
         rows.append((label, pct(times, 0.5), pct(times, 0.9), pct(cpus, 0.5)))
         return times
 
@@ -124,7 +137,7 @@ def main() -> None:
     measure("memoir hook session-start", [MEMOIR, "hook", "session-start"],
             [json.dumps({"session_id": "b", "hook_event_name": "SessionStart"})] * args.runs)
     measure("memoir hook stop (returns; worker detached)", [MEMOIR, "hook", "stop"],
-            [json.dumps({"session_id": f"b{i}", "transcript_path": str(transcript), "hook_event_name": "Stop"})
+            [json.dumps({"session_id": f"b{time.time_ns()}-{i}", "transcript_path": str(transcript), "hook_event_name": "Stop"})
              for i in range(args.runs)],
             {"ANTHROPIC_API_KEY": "bench", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
     _, _, sample = timed([MEMOIR, "hook", "user-prompt"], json.dumps({"prompt": prompts[0]}), {**env, "MEMOIR_HOOK_WARM": "off"})

@@ -318,3 +318,12 @@ def test_config_prints_hooks_that_run(tmp_path: Path) -> None:
     ran = subprocess.run(command, shell=True, input=json.dumps({"prompt": "peanuts?"}), capture_output=True,
                          text=True, env=env, timeout=60)
     assert ran.returncode == 0 and "- Ava is allergic to peanuts" in ran.stdout
+
+
+def test_help_lists_extract_and_hook(capsys: pytest.CaptureFixture[str]) -> None:
+    from memoir.server.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "\n    extract " in out and "\n    hook " in out
