@@ -150,14 +150,23 @@ def _prepared_model(model_path: Path) -> bytes:
     Rewriting needs the `onnx` package and takes ~0.14 s, a cost every cold process paid (the
     hooks start one per prompt), so the result is kept in the user cache dir under the pinned
     model's hash and the rewrite's version, beside its own SHA-256; it is used only when that
-    hash matches, and written atomically. Any problem with the cache falls back to rewriting.
+    hash matches and the model file it was made from is the same (path, size, modification time),
+    and written atomically. Any problem with the cache falls back to verifying and rewriting.
     """
     cache = _model_cache()
     name = f"minilm-int8-dq-{MODEL_SHA256[:16]}-v{REWRITE_VERSION}.onnx"
-    if cache is not None:
+    try:
+        stat = model_path.stat()
+        source = f"{model_path.absolute()} {stat.st_size} {stat.st_mtime_ns}"
+    except OSError:
+        source = None  # _verify says it is missing
+    if cache is not None and source is not None:
         try:
             data = (cache / name).read_bytes()
-            if hashlib.sha256(data).hexdigest() == (cache / (name + ".sha256")).read_text().strip():
+            # The sidecar: the rewrite's sha256, and the verified file it was made from (path, size,
+            # mtime) - another or a changed model file is verified and rewritten again.
+            digest, _, made_from = (cache / (name + ".sha256")).read_text().strip().partition(" ")
+            if made_from == source and hashlib.sha256(data).hexdigest() == digest:
                 return data
         except OSError:
             pass
@@ -165,10 +174,11 @@ def _prepared_model(model_path: Path) -> bytes:
     model, rewritten = integer_matmuls(model_path.read_bytes())
     if rewritten != WEIGHT_PRODUCTS:  # the file is pinned, so this is a broken onnx install
         raise RuntimeError(f"found {rewritten} int8 weight products, expected {WEIGHT_PRODUCTS}")
-    if cache is not None:
+    if cache is not None and source is not None:
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            for target, content in ((cache / name, model), (cache / (name + ".sha256"), hashlib.sha256(model).hexdigest().encode())):
+            sidecar = f"{hashlib.sha256(model).hexdigest()} {source}".encode()
+            for target, content in ((cache / name, model), (cache / (name + ".sha256"), sidecar)):
                 partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
                 partial.write_bytes(content)
                 partial.replace(target)
