@@ -128,6 +128,65 @@ def _verify(path: Path, expected: str, what: str) -> None:
         )
 
 
+#: Bumped whenever memory.onnx_int8 rewrites the model differently (the cache's key).
+REWRITE_VERSION = 1
+
+
+def _model_cache() -> Path | None:
+    """Where the rewritten model is kept (MEMOIR_MODEL_CACHE, default the user cache dir; 'off': nowhere)."""
+    setting = os.environ.get("MEMOIR_MODEL_CACHE", "").strip()
+    if setting.lower() == "off":
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("memoir", appauthor=False))
+
+
+def _prepared_model(model_path: Path) -> bytes:
+    """The pinned model with its int8 products rewritten (memory.onnx_int8).
+
+    Rewriting needs the `onnx` package and takes ~0.14 s, a cost every cold process paid (the
+    hooks start one per prompt), so the result is kept in the user cache dir under the pinned
+    model's hash and the rewrite's version, beside its own SHA-256; it is used only when that
+    hash matches and the model file it was made from is the same (path, size, modification time),
+    and written atomically. Any problem with the cache falls back to verifying and rewriting.
+    """
+    cache = _model_cache()
+    name = f"minilm-int8-dq-{MODEL_SHA256[:16]}-v{REWRITE_VERSION}.onnx"
+    try:
+        stat = model_path.stat()
+        source = f"{model_path.absolute()} {stat.st_size} {stat.st_mtime_ns}"
+    except OSError:
+        source = None  # _verify says it is missing
+    if cache is not None and source is not None:
+        try:
+            data = (cache / name).read_bytes()
+            # The sidecar: the rewrite's sha256, and the verified file it was made from (path, size,
+            # mtime) - another or a changed model file is verified and rewritten again.
+            digest, _, made_from = (cache / (name + ".sha256")).read_text().strip().partition(" ")
+            if made_from == source and hashlib.sha256(data).hexdigest() == digest:
+                return data
+        except OSError:
+            pass
+    _verify(model_path, MODEL_SHA256, "embedding model")
+    model, rewritten = integer_matmuls(model_path.read_bytes())
+    if rewritten != WEIGHT_PRODUCTS:  # the file is pinned, so this is a broken onnx install
+        raise RuntimeError(f"found {rewritten} int8 weight products, expected {WEIGHT_PRODUCTS}")
+    if cache is not None and source is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            sidecar = f"{hashlib.sha256(model).hexdigest()} {source}".encode()
+            for target, content in ((cache / name, model), (cache / (name + ".sha256"), sidecar)):
+                partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+                partial.write_bytes(content)
+                partial.replace(target)
+        except OSError:
+            pass
+    return model
+
+
 def default_threads(cores: int | None = None) -> int:
     """onnxruntime's intra-op threads: 1 on a machine of 1 or 2 cores, else 2.
 
@@ -174,7 +233,6 @@ class MiniLMEmbedder:
             ) from exc
         model_path = Path(model_path) if model_path else _default_model_path()
         tokenizer_path = Path(tokenizer_path) if tokenizer_path else _TOKENIZER_PATH
-        _verify(model_path, MODEL_SHA256, "embedding model")
         _verify(tokenizer_path, TOKENIZER_SHA256, "tokenizer")
 
         if threads is None:
@@ -184,9 +242,7 @@ class MiniLMEmbedder:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            model, rewritten = integer_matmuls(model_path.read_bytes())
-            if rewritten != WEIGHT_PRODUCTS:  # the file is pinned, so this is a broken onnx install
-                raise RuntimeError(f"found {rewritten} int8 weight products, expected {WEIGHT_PRODUCTS}")
+            model = _prepared_model(model_path)
             self._session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
             tok = Tokenizer.from_file(str(tokenizer_path))
         except ImportError as exc:

@@ -176,6 +176,9 @@ class ExtractionRequest:
     related: dict[str, Memory]
     source: str
     usage: Usage = field(default_factory=Usage)
+    # Where the conversation came from, recorded in history as the source instead of the messages
+    # (`memoir hook stop`: "claude-code session <id>"); the messages stay each added memory's input.
+    origin: str | None = None
 
 
 def tool_spec() -> ToolSpec:
@@ -202,9 +205,11 @@ class Extractor:
     # -- one call, start to end -----------------------------------------------------------
 
     async def extract(
-        self, user_id: str, messages: Sequence[Message], provider: LLMProvider, *, dry_run: bool = False
+        self, user_id: str, messages: Sequence[Message], provider: LLMProvider, *, dry_run: bool = False,
+        origin: str | None = None,
     ) -> ExtractionResult:
         request = await self.prepare(user_id, messages)
+        request.origin = origin
         return await self.carry_out(await self.propose(request, provider), dry_run=dry_run)
 
     async def propose(self, request: ExtractionRequest, provider: LLMProvider) -> Plan:
@@ -509,7 +514,7 @@ class Extractor:
                 # An update that gives no topics keeps the memory's own.
                 topics=op.topics if op.op in ("add", "supersede") or op.topics else None,
                 input=request.source[: self.limits.input_max_chars] if op.op in ("add", "supersede") else None,
-                change=Change(actor="extraction", reason=op.reason, source=request.source),
+                change=Change(actor="extraction", reason=op.reason, source=request.origin or request.source),
                 valid_from=op.valid_from if op.op in ("add", "supersede") else None,
             )
             for op in operations

@@ -34,6 +34,7 @@ from memoir.memory.tokens import Tokens
 from memoir.tools.context import AppContext
 
 from .app import build_server, running_app
+from .entry import quiet_stdout
 from .settings import DEFAULT_PORT, Settings, default_db_path, parse_tools
 from .stdio import run_stdio
 from .transports import exit_now, serve_http
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if hasattr(args, "sync_run"):  # memoir extract / memoir hook (server/hooks.py; server/entry.py goes there directly)
+        return args.sync_run(args)
     try:
         settings = Settings.from_env().with_overrides(
             db_path=Path(args.db).expanduser() if getattr(args, "db", None) else None, user_id=getattr(args, "user", None)
@@ -98,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `memoir export | head -1`: the reader has all it wanted. Quiet, and success.
-        _quiet_stdout()
+        quiet_stdout()
         return 0
     except (MemoirError, ValueError, OSError) as exc:
         print(f"memoir: {exc}", file=sys.stderr)
@@ -119,19 +122,6 @@ def database_problem(path: Path, exc: BaseException) -> str:
     if "unable to open" in text or "readonly" in text or "read-only" in text:
         return f"cannot open the database {path} ({text}): check that its directory exists and is writable, or choose another with --db or MEMOIR_DB"
     return f"cannot use the database {path}: {text}"
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush does not complain about the closed pipe."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    finally:
-        os.close(devnull)
 
 
 # -- sub-commands ----------------------------------------------------------------------------
@@ -768,6 +758,10 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     config_parser(sub, common)
     doctor = sub.add_parser("doctor", parents=[common, user], help="check the database, the model, the LLM and token setup; each problem with its fix")
     doctor.set_defaults(run=_doctor)
+
+    from .hooks import add_parsers as add_hook_parsers
+
+    add_hook_parsers(sub, common, user)  # memoir extract, memoir hook session-start|user-prompt|stop
     return parser
 
 
@@ -778,6 +772,9 @@ def config_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     config = sub.add_parser("config", parents=[common],
                             help="print the configuration that adds this memoir to an MCP host, with its absolute path")
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of {', '.join(HOSTS)}")
+    # Served by server/hooks.py through server/entry.py before this parser runs; listed here for --help.
+    config.add_argument("--hooks", action="store_true",
+                        help="claude-code only: the settings.json hooks block that recalls and remembers by itself")
     config.set_defaults(run=_config)
     return config
 
@@ -785,6 +782,14 @@ def config_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
 async def _config(settings: Settings, args: argparse.Namespace) -> int:
     from .hostconfig import snippet
 
+    if args.hooks:  # reached only without server/entry.py (python -m memoir.server.cli)
+        if args.host != "claude-code":
+            print("memoir: --hooks is for claude-code only (the host whose hooks memoir knows)", file=sys.stderr)
+            return 2
+        from .hooks import claude_code_hooks
+
+        print(json.dumps(claude_code_hooks(settings.db_path, getattr(args, "user", None)), indent=2))
+        return 0
     print(snippet(args.host, db=Path(args.db).expanduser().resolve() if args.db else None))
     return 0
 

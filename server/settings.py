@@ -42,7 +42,7 @@ from memoir.memory.llm import DEFAULT_MODEL
 from memoir.memory.secrets import MODES, Mode
 from memoir.memory.store import Synchronous
 
-from .access import AccessSettings
+from .access_settings import AccessSettings
 
 Transport = Literal["stdio", "sse", "http"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import os
 import subprocess
 import sys
 import threading
@@ -139,6 +140,21 @@ def test_a_missing_onnx_package_is_refused_with_the_fix() -> None:
         "from memoir.memory import embeddings as E\n"
         "try:\n    E.MiniLMEmbedder()\nexcept E.EmbeddingsUnavailable as exc:\n    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # onnx is needed to rewrite the model; a cached rewrite (memory/embeddings.py) needs no onnx.
+    env = {**os.environ, "MEMOIR_MODEL_CACHE": "off"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert "embedding runtime missing" in out.stdout and "pip install" in out.stdout and "'onnx>=1.16'" in out.stdout
     assert "MEMOIR_EMBEDDINGS=off" in out.stdout
+
+
+def test_the_rewritten_model_is_cached_and_a_tampered_cache_is_not_used(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MEMOIR_MODEL_CACHE", str(tmp_path / "cache"))
+    first = E.MiniLMEmbedder().embed(["Ava likes green tea"])
+    (cached,) = (tmp_path / "cache").glob("*.onnx")
+    assert (tmp_path / "cache" / (cached.name + ".sha256")).exists()
+    np.testing.assert_array_equal(E.MiniLMEmbedder().embed(["Ava likes green tea"]), first)  # from the cache
+    data = bytearray(cached.read_bytes())
+    data[5000] ^= 0xFF
+    cached.write_bytes(bytes(data))  # tampered: not used, rewritten from the verified model
+    np.testing.assert_array_equal(E.MiniLMEmbedder().embed(["Ava likes green tea"]), first)
+    assert cached.read_bytes() != bytes(data)
