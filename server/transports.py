@@ -158,6 +158,13 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.in_flight = in_flight
         self.grace = grace
+        logging.getLogger("uvicorn.error").addFilter(self._stream_dropped_on_purpose)
+
+    def _stream_dropped_on_purpose(self, record: logging.LogRecord) -> bool:
+        """Once stopping, open streams are dropped on purpose (see the class docstring), and
+        sse-starlette ends its streams at the signal itself, before `shutdown` runs: uvicorn would
+        log each as "ASGI callable returned without completing response", an error that is none."""
+        return not (self.should_exit and record.getMessage().startswith("ASGI callable returned without completing"))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -166,9 +173,6 @@ class _Server(uvicorn.Server):
             sock.close()
         if not await self.in_flight.drained(self.grace):
             log.warning("memoir: %d requests still unanswered after %g s; stopping anyway", self.in_flight.count, self.grace)
-        # The open streams are dropped on purpose (above): uvicorn would log each one it sees end
-        # unfinished as "ASGI callable returned without completing response", an error that is none.
-        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

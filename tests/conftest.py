@@ -55,5 +55,7 @@ def llm_settings(db_path: Path, fake_anthropic: FakeAnthropic) -> Settings:
     """Settings whose model is the local fake Messages API (tests/fake_anthropic.py)."""
     return Settings(
         db_path=db_path, anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url,
-        model="claude-test-small", llm_timeout=0.5, llm_max_retries=1,
+        # A generous timeout: these tests are not about timeouts, and on a loaded machine a 0.5 s one
+        # timed out, retried, and left the abandoned connection's socket to the garbage collector.
+        model="claude-test-small", llm_timeout=10, llm_max_retries=1,
     )
