@@ -530,15 +530,7 @@ async def _embed_missing(app: AppContext) -> int:
     from .human import progress
 
     with progress("embedding") as bar:
-        seen = 0
-
-        def step(done: int, total: int) -> None:
-            nonlocal seen
-            bar.total(total)
-            bar.advance(done - seen)
-            seen = done
-
-        return await vectors.reindex(step)
+        return await vectors.reindex(bar.step)
 
 
 async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
@@ -559,15 +551,7 @@ async def _backup(settings: Settings, args: argparse.Namespace) -> int:
     from .human import progress
 
     with progress(f"backing up to {target.name}") as bar:
-        seen = 0
-
-        def step(done: int, total: int) -> None:
-            nonlocal seen
-            bar.total(total)
-            bar.advance(done - seen)
-            seen = done
-
-        written = await transfer.backup(settings.db_path, target, step)
+        written = await transfer.backup(settings.db_path, target, bar.step)
     print(f"memoir: backed up {settings.db_path} to {written} (integrity check ok)")
     return 0
 

@@ -196,7 +196,7 @@ class _NoProgress:
     def advance(self, amount: int = 1) -> None:
         pass
 
-    def total(self, total: int | None) -> None:
+    def step(self, done: int, total: int) -> None:
         pass
 
 
@@ -207,8 +207,9 @@ class _Bar:
     def advance(self, amount: int = 1) -> None:
         self._progress.advance(self._task, amount)
 
-    def total(self, total: int | None) -> None:
-        self._progress.update(self._task, total=total)
+    def step(self, done: int, total: int) -> None:
+        """`done` of `total` so far: the callback shape of long work (reindex, backup)."""
+        self._progress.update(self._task, completed=done, total=total)
 
 
 @contextlib.contextmanager
