@@ -35,6 +35,13 @@ def env_for(db: Path, log: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def a_session(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A database, a hook log and a Claude Code transcript (transcript_lines) for one session."""
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_text("\n".join(transcript_lines()) + "\n")
+    return tmp_path / "m.db", tmp_path / "hooks.log", transcript
+
+
 def hook(event: str, payload: object, env: dict[str, str]) -> subprocess.CompletedProcess:
     stdin = payload if isinstance(payload, str) else json.dumps(payload)
     return subprocess.run([*ENTRY, "hook", event], input=stdin, capture_output=True, text=True, env=env, timeout=60)
@@ -189,9 +196,7 @@ def test_a_broken_database_or_bad_input_prints_nothing_exits_0_and_logs_one_line
 
 
 def test_stop_without_a_model_does_nothing_and_says_so_in_the_log(tmp_path: Path) -> None:
-    db, log = tmp_path / "m.db", tmp_path / "hooks.log"
-    transcript = tmp_path / "t.jsonl"
-    transcript.write_text("\n".join(transcript_lines()) + "\n")
+    db, log, transcript = a_session(tmp_path)
     done = hook("stop", {"session_id": "s1", "transcript_path": str(transcript)}, env_for(db, log))
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert "ANTHROPIC_API_KEY" in log.read_text()
@@ -204,9 +209,7 @@ def test_stop_without_a_model_does_nothing_and_says_so_in_the_log(tmp_path: Path
 def test_stop_returns_at_once_and_the_extraction_lands_with_the_session_as_source(
     tmp_path: Path, fake_anthropic: FakeAnthropic
 ) -> None:
-    db, log = tmp_path / "m.db", tmp_path / "hooks.log"
-    transcript = tmp_path / "t.jsonl"
-    transcript.write_text("\n".join(transcript_lines()) + "\n")
+    db, log, transcript = a_session(tmp_path)
     env = env_for(db, log, ANTHROPIC_API_KEY="test", ANTHROPIC_BASE_URL=fake_anthropic.url)
     fake_anthropic.push(delay(2.0, then=tool_use({"operations": [add_op("Ava lives in Lisbon")]})))
     started = time.monotonic()
@@ -237,9 +240,7 @@ def test_stop_returns_at_once_and_the_extraction_lands_with_the_session_as_sourc
 
 
 def test_one_extraction_per_session_at_a_time(tmp_path: Path, fake_anthropic: FakeAnthropic) -> None:
-    db, log = tmp_path / "m.db", tmp_path / "hooks.log"
-    transcript = tmp_path / "t.jsonl"
-    transcript.write_text("\n".join(transcript_lines()) + "\n")
+    db, log, transcript = a_session(tmp_path)
     env = env_for(db, log, ANTHROPIC_API_KEY="test", ANTHROPIC_BASE_URL=fake_anthropic.url)
     fake_anthropic.push(delay(1.5, then=tool_use({"operations": [add_op("Ava lives in Lisbon")]})))
     for _ in range(3):  # the host fires Stop again while the first extraction still waits on the model
@@ -252,9 +253,7 @@ def test_one_extraction_per_session_at_a_time(tmp_path: Path, fake_anthropic: Fa
 def test_a_failed_extraction_keeps_the_cursor_and_the_next_stop_redoes_it(
     tmp_path: Path, fake_anthropic: FakeAnthropic
 ) -> None:
-    db, log = tmp_path / "m.db", tmp_path / "hooks.log"
-    transcript = tmp_path / "t.jsonl"
-    transcript.write_text("\n".join(transcript_lines()) + "\n")
+    db, log, transcript = a_session(tmp_path)
     env = env_for(db, log, ANTHROPIC_API_KEY="test", ANTHROPIC_BASE_URL=fake_anthropic.url)
     fake_anthropic.push(error(400, "invalid_request_error", "boom"))
     hook("stop", {"session_id": "s", "transcript_path": str(transcript)}, env)
@@ -270,9 +269,7 @@ def test_a_failed_extraction_keeps_the_cursor_and_the_next_stop_redoes_it(
 
 
 def test_extract_from_a_transcript_file_and_from_stdin(tmp_path: Path, fake_anthropic: FakeAnthropic) -> None:
-    db, log = tmp_path / "m.db", tmp_path / "hooks.log"
-    transcript = tmp_path / "t.jsonl"
-    transcript.write_text("\n".join(transcript_lines()) + "\n")
+    db, log, transcript = a_session(tmp_path)
     env = env_for(db, log, ANTHROPIC_API_KEY="test", ANTHROPIC_BASE_URL=fake_anthropic.url)
     fake_anthropic.push(tool_use({"operations": [add_op("Ava writes Rust at work")]}))
     done = subprocess.run([*ENTRY, "extract", "--transcript", str(transcript), "--dry-run"],
