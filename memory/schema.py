@@ -83,7 +83,7 @@ MIGRATIONS: list[str] = [
     # length; with one shared index those statistics mixed every user's memories, so one user's
     # ranking depended on - and could reveal something about - what others had stored. Triggers
     # queue every change; the store applies a user's queue to that user's own index (a table
-    # named by Store.fts_table) before it searches it.
+    # named fts_user_<hash of the user id>) before it searches it (replaced by migration 7).
     """
     DROP TRIGGER memories_fts_insert;
     DROP TRIGGER memories_fts_delete;
