@@ -285,3 +285,15 @@ def problems(db: Any) -> list[str]:
             if set(live) != indexed:
                 found.append(f"user {user_id!r}: {len(set(live) ^ indexed)} memories indexed wrongly or not at all")
     return found
+
+
+def rebuild(db: Any) -> int:
+    """Index every memory again from scratch (in the caller's write transaction); returns how many."""
+    db.execute("DELETE FROM keyword_postings")
+    db.execute("DELETE FROM keyword_docs")
+    db.execute("DELETE FROM keyword_users")
+    db.execute("DELETE FROM fts_pending")
+    db.execute("INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id")
+    for (user_id,) in db.execute("SELECT DISTINCT user_id FROM fts_pending").fetchall():
+        apply_pending(db, user_id)
+    return int(db.execute("SELECT coalesce(sum(docs), 0) FROM keyword_users").fetchone()[0])

@@ -740,6 +740,17 @@ class Store:
         rows = await _fetchall(self._reader, "PRAGMA quick_check(3)", ())
         return "; ".join(" ".join(str(r[0]).split()) for r in rows)  # one line
 
+    async def keyword_index_problems(self) -> list[str]:
+        """What is inconsistent in the keyword index (memory/keyword_index.py `problems`)."""
+        return await _in_thread(self._reader, keyword_index.problems)
+
+    async def rebuild_keyword_index(self) -> int:
+        """Index every memory again; returns how many memories the index holds."""
+        async with self.transaction() as db:
+            indexed = await _in_thread(db, keyword_index.rebuild)
+        self._index_stats.clear()
+        return indexed
+
     async def integrity_check(self) -> str:
         row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
         return str(row[0])

@@ -184,6 +184,21 @@ def test_doctor_passes_a_good_database_and_names_the_fix_for_a_damaged_one(tmp_p
     assert "Traceback" not in done.stderr
 
 
+def test_doctor_finds_a_keyword_index_out_of_step_and_reindex_rebuilds_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    db, _, _ = seeded(tmp_path)
+    assert run("search", "ski", "--db", db, env=KEYWORD).returncode == 0  # indexes the user's memories
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM keyword_postings WHERE term = (SELECT min(term) FROM keyword_postings)")
+    done = run("doctor", "--db", db, env=KEYWORD)
+    assert done.returncode == 1 and "keyword index" in done.stdout and f"memoir reindex --db {db}" in done.stdout, done.stdout
+    done = run("reindex", "--db", db, env=KEYWORD)
+    assert done.returncode == 0 and "rebuilt the keyword index" in done.stderr, done.stderr
+    done = run("doctor", "--db", db, env=KEYWORD)
+    assert done.returncode == 0 and "in step with the memories" in done.stdout, done.stdout
+
+
 def test_doctor_checks_the_embedding_model_hash(tmp_path: Path) -> None:
     db, _, _ = seeded(tmp_path)
     fake = tmp_path / "model.onnx"
