@@ -439,6 +439,7 @@ class Store:
             deleted = cursor.rowcount
             self._changes += [Changed(user_id, r["memory_id"], None) for r in gone]
             await db.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            await db.execute("DELETE FROM hook_sessions WHERE user_id = ?", (user_id,))  # recalls go with the memories
             # The words of the user's memories live in the keyword index too: drop them all.
             await _in_thread(db, keyword_index.drop_user, user_id)
             return deleted
