@@ -21,9 +21,14 @@ lower-cased, diacritics removed, Porter-stemmed when 3 to 64 characters long (Py
 'porter' is Martin Porter's original algorithm, as FTS5's). On LoCoMo dev's 1,451 turns and 497
 questions the two vocabularies differ in 6 of 1,939 words (emoji, "incredibly").
 
-The score is FTS5's ``bm25(index, 1.0, 0.5)`` exactly: k1 = 1.2, b = 0.75,
-``idf = ln((N - n + 0.5) / (n + 0.5))`` floored at 1e-6, a word in the topics counting half, and
-a memory's length being all its tokens (text and topics, stop words included).
+The score is BM25 as FTS5's ``bm25(index, 1.0, 0.5)`` computes it --
+``idf = ln((N - n + 0.5) / (n + 0.5))`` floored at 1e-6, a word in the topics counting half, a
+memory's length being all its tokens (text and topics, stop words included) -- but with
+k1 = 0.2 and b = 0 (:data:`K1`, :data:`B`) where FTS5 has 1.2 and 0.75: a word's repeats count
+little and a memory's length not at all. With 1.2 / 0.75 the ranking is FTS5's exactly
+(tests/test_keyword_index.py); why 0.2 / 0 is in memory/ranking.py ("Stores of facts, third
+round"). A query word may carry a weight (hybrid's word-vector expansion, memory/vectors.py),
+which multiplies its idf.
 
 Pure functions on a DB-API connection (``?`` parameters); the store calls them on its
 connections' threads.
@@ -43,8 +48,8 @@ from typing import Any
 
 import Stemmer
 
-K1 = 1.2
-B = 0.75
+K1 = 0.2  # BM25's term-frequency saturation (FTS5: 1.2); memory/ranking.py, "third round"
+B = 0.0  # BM25's length normalisation (FTS5: 0.75): none
 TOPICS_WEIGHT = 0.5  # a word in the topics counts half a word in the text (as FTS5's bm25 weights were)
 _MAX_STEMMED = 64  # FTS5's porter leaves longer tokens as they are
 
@@ -238,10 +243,11 @@ def bm25_sql(n_words: int) -> str:
     )
 
 
-def bm25_params(stats: IndexStats, words_: Sequence[str]) -> list[Any]:
+def bm25_params(stats: IndexStats, words_: Sequence[str], weights: dict[str, float] | None = None) -> list[Any]:
+    """`weights`: a query word's weight (1 when absent), multiplying its idf."""
     params: list[Any] = []
     for w in words_:
-        params += [w, idf(stats, w)]
+        params += [w, idf(stats, w) * (weights or {}).get(w, 1.0)]
     return [*params, stats.tokens / stats.size if stats.size else 1.0, stats.uid]
 
 

@@ -4,7 +4,9 @@ migrated."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -29,33 +31,96 @@ def fts5_scores(docs: list[tuple[str, list[str]]], query: str) -> list[float]:
     return sorted(-r[0] for r in db.execute("SELECT bm25(f, 1.0, 0.5) FROM f WHERE f MATCH ?", (match,)))
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    docs=st.lists(
-        st.tuples(
-            st.lists(st.sampled_from(WORDS + ["the", "to", "and"]), min_size=1, max_size=12).map(" ".join),
-            st.lists(st.sampled_from(WORDS), max_size=3, unique=True),
-        ),
-        min_size=1, max_size=25,
+def reference_bm25(docs: list[tuple[str, list[str]]], query: str, k1: float, b: float) -> list[float]:
+    """BM25 written out from its definition, over the words FTS5's tokenizer finds (its
+    fts5vocab tables): a word in the topics counts half, a memory's length is all its tokens,
+    idf = ln((N - n + 0.5) / (n + 0.5)) floored at 1e-6, as FTS5's bm25."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE f USING fts5 (memory, topics, tokenize = 'porter unicode61')")
+    db.execute("CREATE VIRTUAL TABLE v USING fts5vocab (f, instance)")
+    db.executemany("INSERT INTO f (memory, topics) VALUES (?, ?)", [(m, json.dumps(t)) for m, t in docs])
+    tf: dict[int, dict[str, float]] = {}
+    length: dict[int, int] = {}
+    for doc, term, col in db.execute("SELECT doc, term, col FROM v"):
+        tf.setdefault(doc, {})
+        tf[doc][term] = tf[doc].get(term, 0.0) + (1.0 if col == "memory" else 0.5)
+        length[doc] = length.get(doc, 0) + 1
+    n_docs = len(docs)
+    average = sum(length.values()) / n_docs
+    db.execute("CREATE VIRTUAL TABLE q USING fts5 (t, tokenize = 'porter unicode61')")
+    db.execute("CREATE VIRTUAL TABLE qv USING fts5vocab (q, row)")
+    db.execute("INSERT INTO q (t) VALUES (?)", (" ".join(query_terms(query)),))
+    terms = [t for (t,) in db.execute("SELECT term FROM qv")]
+    scores = []
+    for doc, words in tf.items():
+        held = [t for t in terms if t in words]
+        if not held:
+            continue
+        score = 0.0
+        for t in held:
+            n = sum(1 for w in tf.values() if t in w)
+            idf = max(math.log((n_docs - n + 0.5) / (n + 0.5)), 1e-6)
+            score += idf * words[t] * (k1 + 1) / (words[t] + k1 * (1 - b + b * length.get(doc, 0) / average))
+        scores.append(score)
+    return sorted(scores)
+
+
+DOCS = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(WORDS + ["the", "to", "and"]), min_size=1, max_size=12).map(" ".join),
+        st.lists(st.sampled_from(WORDS), max_size=3, unique=True),
     ),
-    others=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), max_size=30),
-    query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join),
+    min_size=1, max_size=25,
 )
-async def test_scores_are_fts5_bm25_over_the_users_own_memories(docs, others, query, tmp_path: Path) -> None:
-    """Whatever another user stores, a user's scores are exactly those of an FTS5 table holding
-    only that user's memories (the index these replace)."""
-    store = await Store.open(tmp_path / f"bm25-{abs(hash((tuple(map(str, docs)), tuple(others), query)))}.db")
+OTHERS = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), max_size=30)
+# Words of distinct stems: FTS5 scores "ski skiing" as "ski" twice, memoir once.
+QUERY = (
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=4, unique_by=lambda w: keyword_index.words(w)[0])
+    .map(" ".join)
+)
+
+
+_RUNS = itertools.count()  # one database per example (hypothesis may run an example again)
+
+
+async def _scores(docs, others, query, path: Path) -> list[float]:
+    store = await Store.open(path)
     try:
         for text in others:
             await store.add("bob", text)
         for text, topics in docs:
             await store.add("ava", text, topics)
-        ours = sorted(m.score for m in await store.keyword("ava", query, limit=100))
+        return sorted(m.score for m in await store.keyword("ava", query, limit=100))
     finally:
         await store.close()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=DOCS, others=OTHERS, query=QUERY)
+async def test_scores_are_bm25_over_the_users_own_memories(docs, others, query, tmp_path: Path) -> None:
+    """Whatever another user stores, a user's scores are BM25 (k1 and b of keyword_index) over
+    that user's memories only, as a reference written from the definition computes it."""
+    ours = await _scores(docs, others, query, tmp_path / f"ref-{next(_RUNS)}.db")
+    theirs = reference_bm25(docs, query, keyword_index.K1, keyword_index.B)
+    assert len(ours) == len(theirs)
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=DOCS, others=OTHERS, query=QUERY)
+async def test_with_fts5s_parameters_scores_are_fts5_bm25_over_the_users_own_memories(
+    docs, others, query, tmp_path: Path
+) -> None:
+    """With FTS5's k1 1.2 and b 0.75 the scores are exactly those of an FTS5 table holding only
+    the user's memories (the index these replace): the same words, counts and lengths."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keyword_index, "K1", 1.2)
+        patch.setattr(keyword_index, "B", 0.75)
+        ours = await _scores(docs, others, query, tmp_path / f"fts-{next(_RUNS)}.db")
     theirs = fts5_scores(docs, query)
     assert len(ours) == len(theirs)
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+    assert reference_bm25(docs, query, 1.2, 0.75) == pytest.approx(theirs, rel=1e-9, abs=1e-12)  # the reference too
 
 
 async def test_no_schema_object_per_user(tmp_path: Path) -> None:
