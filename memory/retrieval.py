@@ -161,8 +161,9 @@ class Retriever:
         self, user_id: str, query: str, limit: int, filters: Filters, threshold: float
     ) -> list[ScoredMemory]:
         assert self.vectors is not None
-        hits, _, _ = await self.vectors.search(user_id, query, limit, filters)
-        rel = {m: relevance(cosine=cos) for m, cos in hits}
+        hits, timeline, query_vector = await self.vectors.search(user_id, query, limit, filters)
+        # The ranking's score is the centred cosine; relevance was fitted on the raw one.
+        rel = {m: relevance(cosine=timeline.cosine(m, query_vector)) for m, _ in hits}
         return await self._rows(user_id, [(m, s) for m, s in hits if rel[m] >= threshold], rel)
 
     async def _hybrid(
@@ -183,14 +184,11 @@ class Retriever:
         # Relevance: the raw cosine of every candidate, and the words held by the keyword hits
         # (coverage 0 for the others, as in the fit; see memory/ranking.py).
         covered = await self._coverage(user_id, query, [m for m, _ in keyword])
-        cosine = dict(semantic)
         rel: dict[str, float] = {}
         kept: list[tuple[str, float]] = []
         for m, score in fused:
-            if m not in cosine:
-                row = timeline.rows.get(m)
-                cosine[m] = float(timeline.matrix[row] @ query_vector) if row is not None else 0.0
-            rel[m] = relevance(cosine=cosine[m], coverage=covered.get(m, 0.0))
+            # The raw cosine (the semantic list ranks by the centred one).
+            rel[m] = relevance(cosine=timeline.cosine(m, query_vector), coverage=covered.get(m, 0.0))
             if rel[m] >= threshold:
                 kept.append((m, score))
                 if len(kept) == limit:

@@ -39,6 +39,12 @@ log = logging.getLogger("memoir.vectors")
 
 EMBED_BATCH = 64
 
+#: The semantic ranking's cosine is centred (memory/ranking.py, "third round") from this many
+#: live memories on; below it, raw. A guard, not a tuned value: the mean of a few vectors is
+#: mostly the memories themselves (of one memory it is that memory; of two, the centred vectors
+#: are opposite). LoCoMo's stores, where centring was measured, hold 190-690 memories.
+CENTRE_MIN = 50
+
 
 @dataclass
 class UserVectors:
@@ -56,6 +62,9 @@ class UserVectors:
     size: int = 0
     questions: set[str] = field(default_factory=set)
     retired: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # The mean of the live rows and every row's dot product with it (`centre`), or None until
+    # the next search needs them: any change of the rows or of which are live resets it.
+    _centre: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -84,6 +93,7 @@ class UserVectors:
             retired = np.zeros(len(grown), dtype=bool)
             retired[: self.size] = self.retired[: self.size]
             self.matrix, self.alive, self.retired = grown, alive, retired
+        self._centre = None
         self.matrix[self.size] = vector
         self.alive[self.size] = True
         self.retired[self.size] = False
@@ -97,6 +107,7 @@ class UserVectors:
         if row is None:
             return False
         self.matrix[row] = vector
+        self._centre = None
         self._mark(memory_id, question)
         return True
 
@@ -106,6 +117,7 @@ class UserVectors:
         if row is not None:
             self.alive[row] = False
             self.retired[row] = False
+            self._centre = None
 
     def retire(self, memory_id: str, retired: bool) -> bool:
         """Mark a memory superseded (or current again); False if it is not among the rows."""
@@ -124,6 +136,37 @@ class UserVectors:
     @property
     def live(self) -> int:
         return len(self.rows)
+
+    def centre(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(mu, m)`: mu the mean of the live rows (superseded ones included), m every row's dot
+        product with it; None under CENTRE_MIN live rows. Two passes over the matrix, made at
+        the first search after a change."""
+        if self.live < CENTRE_MIN:
+            return None
+        if self._centre is None:
+            rows = self.matrix[: self.size]
+            mu = rows[self.alive[: self.size]].mean(axis=0, dtype=np.float64).astype(np.float32)
+            self._centre = (mu, rows @ mu)
+        return self._centre
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """The ranking score of every row for a query vector: the centred cosine
+        cos(v - mu, q - mu) (memory/ranking.py, "third round"), or the raw cosine under
+        CENTRE_MIN live rows. From the raw cosines s = M q and the kept m = M mu, since the rows
+        are unit vectors: (s - m - q.mu + |mu|^2) / (|v - mu| |q - mu|), |v - mu|^2 = 1 - 2 m + |mu|^2."""
+        raw = self.matrix[: self.size] @ query
+        centre = self.centre()
+        if centre is None:
+            return raw
+        mu, m = centre
+        mm = float(mu @ mu)
+        q_norm = max(float(np.linalg.norm(query - mu)), 1e-6)
+        return (raw - m + (mm - float(query @ mu))) / (np.sqrt(np.maximum(1.0 - 2.0 * m + mm, 1e-12)) * q_norm)
+
+    def cosine(self, memory_id: str, query: np.ndarray) -> float:
+        """The raw cosine of a memory's vector and a query vector (0 for a memory not here)."""
+        row = self.rows.get(memory_id)
+        return float(self.matrix[row] @ query) if row is not None else 0.0
 
     def position(self) -> dict[str, int]:
         """Each live memory's place in the timeline (deleted rows still count as a step)."""
@@ -216,9 +259,10 @@ class VectorIndex:
     async def search(
         self, user_id: str, query: str, k: int, filters: Filters = Filters()
     ) -> tuple[list[tuple[str, float]], UserVectors, np.ndarray]:
-        """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first, the
-        user's vectors (for the timeline position and the questions among the memories) and the
-        query's vector (for the cosine of any other memory: relevance, memory/ranking.py)."""
+        """The user's `k` memories nearest to `query`: `[(memory_id, score)]`, best first (the
+        score is the centred cosine, `UserVectors.scores`), the user's vectors (for the timeline
+        position, the questions among the memories and any memory's raw cosine) and the query's
+        vector (for that raw cosine: relevance, memory/ranking.py)."""
         # The model runs in its own thread while the user's vectors are checked on SQLite's
         # (that check queues behind hybrid's keyword query, which would otherwise delay the model).
         embedding = asyncio.ensure_future(self.embed([query]))
@@ -231,7 +275,7 @@ class VectorIndex:
         query_vector = (await embedding)[0]
         if vectors.live == 0:
             return [], vectors, query_vector
-        scores = vectors.matrix[: vectors.size] @ query_vector
+        scores = vectors.scores(query_vector)
         allowed = vectors.alive[: vectors.size]
         filtered = filters.narrows
         if filtered:
