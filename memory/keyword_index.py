@@ -77,6 +77,16 @@ def words(text: str) -> list[str]:
     return [_stem(token) for token in _TOKEN.findall(_fold(text))]
 
 
+def surface_words(text: str) -> list[str]:
+    """`text`'s words as `words` finds them, before stemming (folded: lower-cased, no diacritics)."""
+    return _TOKEN.findall(_fold(text))
+
+
+def stem(word: str) -> str:
+    """The index word of one surface word."""
+    return _stem(word)
+
+
 def query_words(terms: Iterable[str]) -> dict[str, list[str]]:
     """Each query term (see `ranking.query_terms`) with its index words (usually one)."""
     return {term: list(dict.fromkeys(words(term))) for term in terms}
@@ -230,6 +240,14 @@ def ranked_words(stats: IndexStats, words_: Sequence[str]) -> list[str]:
         return held
     kept = [w for w in held if stats.matches[w] <= half]
     return kept or held
+
+
+def rankable(stats: IndexStats, word: str) -> bool:
+    """Whether a word added to a query (word-vector expansion) is ranked by: held by some of the
+    user's memories and, as `ranked_words` keeps words beside rarer ones, by at most half of them
+    in a store of 100 or more (counted: `count_matches`)."""
+    n = stats.matches.get(word, 0)
+    return n > 0 and (stats.size // 2 < 50 or n <= stats.size // 2)
 
 
 def bm25_sql(n_words: int) -> str:

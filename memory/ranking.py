@@ -211,6 +211,11 @@ __all__ = [
     "FuseParams",
     "DEFAULT_FUSE",
     "CANDIDATES",
+    "EXPANSION_FLOOR",
+    "EXPANSION_WEIGHT",
+    "EXPANSION_NEAREST",
+    "vocabulary",
+    "expand_query",
     "fuse",
     "is_question",
     "DEFAULT_MIN_RELEVANCE",
@@ -221,6 +226,14 @@ __all__ = [
 
 #: How many hits the store should take from each of the keyword and semantic rankings.
 CANDIDATES = 100
+
+# Word-vector query expansion of hybrid's keyword list (module docstring, "third round"): each
+# query word the user's memories hold adds, of the EXPANSION_NEAREST vocabulary words nearest to
+# it (the words embedded alone), the first of another stem whose cosine is >= EXPANSION_FLOOR,
+# as a query word of weight EXPANSION_WEIGHT x that cosine.
+EXPANSION_FLOOR = 0.7
+EXPANSION_WEIGHT = 0.6
+EXPANSION_NEAREST = 6
 
 #: English stop words (the common NLTK-style list plus contraction fragments: "s", "t", "ll"...).
 STOP_WORDS: frozenset[str] = frozenset(
@@ -296,6 +309,32 @@ def _minmax(values: Sequence[tuple[str, float]], use_abs: bool = False) -> dict[
     for (i, _), v in zip(values, vals):
         out.setdefault(i, (v - lo) / span)
     return out
+
+
+def vocabulary(words: Iterable[str]) -> list[str]:
+    """The words of a memory that word-vector expansion considers, from its folded surface
+    words (memory/keyword_index.py `surface_words`): 3 characters or more, not a number, not a
+    stop word; each once, in first-seen order."""
+    return list(dict.fromkeys(w for w in words if len(w) >= 3 and not w.isdigit() and w not in STOP_WORDS))
+
+
+def expand_query(
+    kept: Mapping[str, Sequence[str]], similar: Mapping[str, Sequence[tuple[str, float]]]
+) -> dict[str, float]:
+    """Word-vector expansion (see :data:`EXPANSION_WEIGHT`): the index words to add to a keyword
+    query, with their weights. ``kept``: each query term the keyword search ranks by, with its
+    index words; ``similar``: each term's candidates, ``(index word, cosine)`` nearest first
+    (memory/vectors.py ``UserVectors.similar_words``). A term adds its first candidate that is
+    not already a word of the query or of an earlier term's expansion."""
+    taken = {w for words in kept.values() for w in words}
+    added: dict[str, float] = {}
+    for term in kept:
+        for word, cosine in similar.get(term, ()):
+            if word not in taken:
+                added[word] = EXPANSION_WEIGHT * cosine
+                taken.add(word)
+                break
+    return added
 
 
 def is_question(memory: str) -> bool:

@@ -170,11 +170,22 @@ class Retriever:
         self, user_id: str, query: str, limit: int, filters: Filters, threshold: float
     ) -> list[ScoredMemory]:
         assert self.vectors is not None
-        # SQLite and the embedding model each run in a thread of their own: overlap them.
-        keyword, (semantic, timeline, query_vector) = await asyncio.gather(
-            self.store.keyword_ranked(user_id, query, limit=CANDIDATES, filters=filters),
-            self.vectors.search(user_id, query, CANDIDATES, filters),
-        )
+        # The model embeds the query in its own thread while SQLite's ranks the keyword side.
+        # That side's word-vector expansion (memory/ranking.py) needs the user's vocabulary,
+        # which is kept with the user's vectors.
+        embedding = asyncio.ensure_future(self.vectors.embed([query]))
+        try:
+            timeline = await self.vectors.user_vectors(user_id)
+            similar = {t: timeline.similar_words(t) for t in query_terms(query)}
+            keyword = await self.store.keyword_ranked(
+                user_id, query, limit=CANDIDATES, filters=filters, similar=similar
+            )
+        except BaseException:
+            embedding.cancel()
+            embedding.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
+            raise
+        query_vector = (await embedding)[0]
+        semantic = await self.vectors.nearest(user_id, timeline, query_vector, CANDIDATES, filters)
         # Timeline position orders memories as created_at does, and covers both lists; only the
         # candidates need a key (the user may have 100,000 memories).
         position = timeline.position()

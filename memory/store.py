@@ -31,7 +31,7 @@ from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from . import keyword_index
 from .keyword_index import IndexStats
-from .ranking import query_terms
+from .ranking import expand_query, query_terms
 from .schema import AFTER_MIGRATION, MIGRATIONS
 from .secrets import SecretsPolicy
 
@@ -600,10 +600,13 @@ class Store:
         return [_scored(r, float(r["score"])) for r in rows]
 
     async def keyword_ranked(
-        self, user_id: str, query: str, *, limit: int, filters: Filters = Filters()
+        self, user_id: str, query: str, *, limit: int, filters: Filters = Filters(),
+        similar: dict[str, list[tuple[str, float]]] | None = None,
     ) -> list[tuple[str, float]]:
-        """`keyword` as `(memory_id, score)` only: candidates for fusion, without loading memories."""
-        rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters)
+        """`keyword` as `(memory_id, score)` only: candidates for fusion, without loading memories.
+        `similar`: each query term's word-vector expansion candidates (memory/ranking.py
+        `expand_query`), for hybrid."""
+        rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters, similar)
         return [(r["memory_id"], float(r["score"])) for r in rows]
 
     async def term_matches(
@@ -618,7 +621,8 @@ class Store:
         )
 
     async def _keyword_rows(
-        self, user_id: str, query: str, columns: str, limit: int, filters: Filters
+        self, user_id: str, query: str, columns: str, limit: int, filters: Filters,
+        similar: dict[str, list[tuple[str, float]]] | None = None,
     ) -> list[sqlite3.Row]:
         terms = query_terms(query)
         if not terms:
@@ -634,6 +638,7 @@ class Store:
             return await _in_thread(
                 self._reader, _keyword_read,
                 user_id, terms, columns, limit, where, params, self._index_stats.get(user_id), check_pending, retired,
+                similar,
             )
 
         found = await read(check_pending=True)
@@ -1105,10 +1110,12 @@ def _state(db: sqlite3.Connection) -> tuple[int, int]:
 def _keyword_read(
     db: sqlite3.Connection, user_id: str, terms: list[str], columns: str, limit: int,
     where: str, params: list[Any], stats: IndexStats | None, check_pending: bool, without_retired: bool,
+    similar: dict[str, list[tuple[str, float]]] | None = None,
 ) -> _KeywordRead:
     """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
     user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
-    then says which memories are valid, is empty)."""
+    then says which memories are valid, is empty); `similar`: word-vector expansion candidates
+    of the terms (memory/ranking.py `expand_query`), added when their term is ranked by."""
     version = _state(db)
     if stats is None or stats.version != version:
         # Nothing was committed since `stats` was taken with no changes queued: no need to look.
@@ -1117,12 +1124,20 @@ def _keyword_read(
         stats = keyword_index.stats(db, user_id, version)
         if stats is None:
             return _KeywordRead()  # the user has never had a memory
-    wanted = [w for ws in keyword_index.query_words(terms).values() for w in ws]
+    by_term = keyword_index.query_words(terms)
+    wanted = [w for ws in by_term.values() for w in ws]
     keyword_index.count_matches(db, stats, wanted)
     ranked = keyword_index.ranked_words(stats, wanted)
     if not ranked:
         return _KeywordRead(stats=stats)
-    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked)
+    weights: dict[str, float] | None = None
+    if similar:
+        kept = {t: ws for t, ws in by_term.items() if ws and all(w in ranked for w in ws)}
+        weights = expand_query(kept, similar)
+        keyword_index.count_matches(db, stats, list(weights))
+        weights = {w: x for w, x in weights.items() if keyword_index.rankable(stats, w)}
+        ranked = [*ranked, *weights]
+    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked, weights)
     if where:  # a filter is on memories' columns: filter every match, then keep the best
         sql = (
             f"SELECT {columns}, k.score FROM ({scores}) AS k JOIN memories m ON m.id = k.doc"

@@ -25,14 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
 
+from . import keyword_index
 from .embeddings import Embedder, embedding_text, limit_blas_threads
-from .ranking import is_question
+from .ranking import EXPANSION_FLOOR, EXPANSION_NEAREST, is_question, vocabulary
 from .store import Changed, Filters, Store
 
 log = logging.getLogger("memoir.vectors")
@@ -44,6 +45,41 @@ EMBED_BATCH = 64
 #: mostly the memories themselves (of one memory it is that memory; of two, the centred vectors
 #: are opposite). LoCoMo's stores, where centring was measured, hold 190-690 memories.
 CENTRE_MIN = 50
+
+
+def text_words(text: str) -> list[str]:
+    """A memory's words for word-vector expansion (memory/ranking.py `vocabulary`)."""
+    return vocabulary(keyword_index.surface_words(text))
+
+
+class WordVectors:
+    """Every word's vector, the word embedded alone by the model, for word-vector expansion
+    (memory/ranking.py, "third round"). Derived data, in this process only (never written to
+    the database): the words of the users whose vectors are loaded, each embedded once, on
+    loading a user or with the write that brings it. A word's vector does not depend on who
+    wrote it, so one table serves every user; which words a user's expansion may pick from is
+    that user's own vocabulary (`UserVectors`)."""
+
+    def __init__(self, model: str, dim: int) -> None:
+        self.model = model
+        self.ids: dict[str, int] = {}
+        self.words: list[str] = []
+        self.matrix = np.zeros((256, dim), dtype=np.float32)
+
+    def missing(self, words: Iterable[str]) -> list[str]:
+        return [w for w in dict.fromkeys(words) if w not in self.ids]
+
+    def add(self, words: Sequence[str], vectors: np.ndarray) -> None:
+        for word, vector in zip(words, vectors):
+            if word in self.ids:
+                continue
+            if len(self.words) == len(self.matrix):
+                grown = np.zeros((len(self.matrix) * 2, self.matrix.shape[1]), dtype=np.float32)
+                grown[: len(self.words)] = self.matrix[: len(self.words)]
+                self.matrix = grown
+            self.ids[word] = len(self.words)
+            self.matrix[len(self.words)] = vector
+            self.words.append(word)
 
 
 @dataclass
@@ -65,12 +101,23 @@ class UserVectors:
     # The mean of the live rows and every row's dot product with it (`centre`), or None until
     # the next search needs them: any change of the rows or of which are live resets it.
     _centre: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # The user's vocabulary (word-vector expansion): the shared word table, each row's words
+    # (their ids there), how many live memories hold each word; the vocabulary's ids and
+    # vectors, and each word's nearest words, kept until a word enters or leaves it.
+    word_table: WordVectors | None = field(default=None, repr=False)
+    row_words: list[tuple[int, ...]] = field(default_factory=list, repr=False)
+    word_count: dict[int, int] = field(default_factory=dict, repr=False)
+    _vocabulary: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _nearest: dict[int, list[tuple[str, float]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
         cls, memory_ids: list[str], matrix: np.ndarray, questions: set[str] | None = None,
-        retired: set[str] | None = None,
+        retired: set[str] | None = None, word_table: WordVectors | None = None,
+        texts: Sequence[str] | None = None,
     ) -> UserVectors:
+        """`word_table` and `texts` (the memories', in the same order) for word-vector expansion;
+        every word of `texts` must be in the table."""
         n = len(memory_ids)
         capacity = max(64, n + n // 4)
         full = np.zeros((capacity, matrix.shape[1] if n else 384), dtype=np.float32)
@@ -80,10 +127,13 @@ class UserVectors:
         rows = {m: i for i, m in enumerate(memory_ids)}
         retired_rows = np.zeros(capacity, dtype=bool)
         retired_rows[[rows[m] for m in retired or () if m in rows]] = True
-        return cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows)
+        built = cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows, word_table=word_table)
+        built.row_words = [built._count_words(text, +1) for text in texts] if texts is not None else [()] * n
+        return built
 
-    def append(self, memory_id: str, vector: np.ndarray, question: bool = False) -> None:
-        if self.replace(memory_id, vector, question):  # already loaded from the database meanwhile
+    def append(self, memory_id: str, vector: np.ndarray, question: bool = False, text: str | None = None) -> None:
+        """`text`: the memory's, for the vocabulary (None: no words)."""
+        if self.replace(memory_id, vector, question, text):  # already loaded from the database meanwhile
             return
         if self.size == len(self.matrix):
             grown = np.zeros((len(self.matrix) * 2, self.matrix.shape[1]), dtype=np.float32)
@@ -99,15 +149,18 @@ class UserVectors:
         self.retired[self.size] = False
         self.rows[memory_id] = self.size
         self.memory_ids.append(memory_id)
+        self.row_words[self.size :] = [self._count_words(text, +1)]
         self.size += 1
         self._mark(memory_id, question)
 
-    def replace(self, memory_id: str, vector: np.ndarray, question: bool = False) -> bool:
+    def replace(self, memory_id: str, vector: np.ndarray, question: bool = False, text: str | None = None) -> bool:
         row = self.rows.get(memory_id)
         if row is None:
             return False
         self.matrix[row] = vector
         self._centre = None
+        self._uncount_row(row)
+        self.row_words[row] = self._count_words(text, +1)
         self._mark(memory_id, question)
         return True
 
@@ -118,6 +171,7 @@ class UserVectors:
             self.alive[row] = False
             self.retired[row] = False
             self._centre = None
+            self._uncount_row(row)
 
     def retire(self, memory_id: str, retired: bool) -> bool:
         """Mark a memory superseded (or current again); False if it is not among the rows."""
@@ -163,6 +217,70 @@ class UserVectors:
         q_norm = max(float(np.linalg.norm(query - mu)), 1e-6)
         return (raw - m + (mm - float(query @ mu))) / (np.sqrt(np.maximum(1.0 - 2.0 * m + mm, 1e-12)) * q_norm)
 
+    # -- the vocabulary (word-vector expansion) --
+
+    def _count_words(self, text: str | None, step: int) -> tuple[int, ...]:
+        if self.word_table is None or not text:
+            return ()
+        ids = tuple(self.word_table.ids[w] for w in text_words(text) if w in self.word_table.ids)
+        for i in ids:
+            before = self.word_count.get(i, 0)
+            self.word_count[i] = before + step
+            if before == 0:
+                self._vocabulary_changed()
+        return ids
+
+    def _uncount_row(self, row: int) -> None:
+        if row >= len(self.row_words):
+            return
+        for i in self.row_words[row]:
+            left = self.word_count.get(i, 0) - 1
+            if left > 0:
+                self.word_count[i] = left
+            else:
+                self.word_count.pop(i, None)
+                self._vocabulary_changed()
+        self.row_words[row] = ()
+
+    def _vocabulary_changed(self) -> None:
+        self._vocabulary = None
+        self._nearest.clear()
+
+    def similar_words(self, term: str) -> list[tuple[str, float]]:
+        """For a query term that is a word of the user's memories: the index words (stems) of
+        its EXPANSION_NEAREST nearest vocabulary words whose cosine is >= EXPANSION_FLOOR and
+        whose stem is not the term's, with that cosine, nearest first; [] for any other term.
+        Only the user's own words are candidates. One product of the vocabulary's vectors with
+        the word's, kept until the vocabulary changes."""
+        table = self.word_table
+        words = keyword_index.surface_words(term)
+        if table is None or len(words) != 1:
+            return []
+        word = table.ids.get(words[0])
+        if word is None or word not in self.word_count:
+            return []
+        found = self._nearest.get(word)
+        if found is not None:
+            return found
+        if self._vocabulary is None:
+            ids = np.fromiter(self.word_count, dtype=np.int64, count=len(self.word_count))
+            self._vocabulary = (ids, table.matrix[ids])
+        ids, vectors = self._vocabulary
+        sims = vectors @ table.matrix[word]
+        k = min(EXPANSION_NEAREST, len(ids))
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        own = keyword_index.stem(words[0])
+        found = []
+        for j in top:
+            if sims[j] < EXPANSION_FLOOR:
+                break
+            other = keyword_index.stem(table.words[ids[j]])
+            if other != own:
+                found.append((other, float(sims[j])))
+        self._nearest[word] = found
+        return found
+
     def cosine(self, memory_id: str, query: np.ndarray) -> float:
         """The raw cosine of a memory's vector and a query vector (0 for a memory not here)."""
         row = self.rows.get(memory_id)
@@ -190,8 +308,8 @@ def _keep_in_step(vectors: UserVectors, change: Changed, vector: np.ndarray | No
     if change.text is None:
         vectors.remove(change.memory_id)
     elif change.appended:
-        vectors.append(change.memory_id, vector, is_question(change.text))  # type: ignore[arg-type]
-    elif not vectors.replace(change.memory_id, vector, is_question(change.text)):  # type: ignore[arg-type]
+        vectors.append(change.memory_id, vector, is_question(change.text), change.text)  # type: ignore[arg-type]
+    elif not vectors.replace(change.memory_id, vector, is_question(change.text), change.text):  # type: ignore[arg-type]
         return False
     return True
 
@@ -204,6 +322,7 @@ class VectorIndex:
         self._load_embedder = load_embedder
         self._embedder: Embedder | None = None
         self._embedder_lock = asyncio.Lock()
+        self._words: WordVectors | None = None  # the model's word vectors (word-vector expansion)
         self._users: dict[str, UserVectors] = {}
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._loading: dict[str, _Loading] = {}
@@ -250,6 +369,19 @@ class VectorIndex:
                 on_progress(start + len(batch), len(rows))
         return len(rows)
 
+    async def word_table(self, words: Iterable[str]) -> WordVectors:
+        """The table of word vectors, holding `words` (those it lacks embedded now, one model
+        run each, in a worker thread)."""
+        model = await self.embedder()
+        if self._words is None or self._words.model != model.name:
+            self._words = WordVectors(model.name, model.dim)
+        table = self._words
+        missing = table.missing(words)
+        if missing:
+            vectors = await anyio.to_thread.run_sync(model.embed, missing)
+            table.add(missing, vectors)
+        return table
+
     @property
     def model_name(self) -> str | None:
         return None if self._embedder is None else self._embedder.name
@@ -273,8 +405,14 @@ class VectorIndex:
             embedding.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
             raise
         query_vector = (await embedding)[0]
+        return await self.nearest(user_id, vectors, query_vector, k, filters), vectors, query_vector
+
+    async def nearest(
+        self, user_id: str, vectors: UserVectors, query_vector: np.ndarray, k: int, filters: Filters = Filters()
+    ) -> list[tuple[str, float]]:
+        """`search` with the user's vectors and the query's vector at hand."""
         if vectors.live == 0:
-            return [], vectors, query_vector
+            return []
         scores = vectors.scores(query_vector)
         allowed = vectors.alive[: vectors.size]
         filtered = filters.narrows
@@ -288,10 +426,10 @@ class VectorIndex:
             scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
         if k == 0:
-            return [], vectors, query_vector
+            return []
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(vectors.memory_ids[i], float(scores[i])) for i in top], vectors, query_vector
+        return [(vectors.memory_ids[i], float(scores[i])) for i in top]
 
     async def settled(self) -> None:
         """Wait until every committed change is in the index, so a search never misses a write."""
@@ -349,7 +487,9 @@ class VectorIndex:
             log.info("embedded %d memories of user %s that had no current vector", len(stale), user_id)
         questions = {r["memory_id"] for r in rows if is_question(r["memory"])}
         retired = {r["memory_id"] for r in rows if r["retired"]}
-        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions, retired)
+        texts = [r["memory"] for r in rows]
+        table = await self.word_table(w for text in texts for w in text_words(text))
+        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions, retired, table, texts)
 
     async def _save(self, pairs: list[tuple[int, np.ndarray]], model: Embedder) -> None:
         if not pairs:
@@ -404,12 +544,26 @@ class VectorIndex:
             rowids = await self.store.rowids([c.memory_id for c in written])
             await self._save([(rowids[c.memory_id], fresh[i]) for i, c in enumerate(written) if c.memory_id in rowids], model)
             vectors_by_id = {c.memory_id: fresh[i] for i, c in enumerate(written)}
+            # The new words of users whose vocabulary is kept (loaded or loading); the others'
+            # are embedded when their vectors are loaded.
+            kept = [c for c in written if c.user_id in self._users or c.user_id in self._loading]
+            if kept:
+                await self.word_table(w for c in kept for w in text_words(c.text))  # type: ignore[arg-type]
         # No await from here on: a matrix cannot be installed between these checks.
         for change in changes:
             vector = vectors_by_id.get(change.memory_id)
             loading = self._loading.get(change.user_id)
+            # A user loaded (or loading) since the new words were embedded: its vocabulary
+            # cannot take this change's words, so it is loaded again.
+            unembedded = change.text is not None and change.retired is None and (
+                self._words is None or bool(self._words.missing(text_words(change.text)))
+            )
             if loading is not None:  # its rows may have been read before this change: replayed after
                 loading.changes.append((change, vector))
+                loading.in_step = loading.in_step and not unembedded
+                continue
+            if unembedded:
+                self._users.pop(change.user_id, None)
                 continue
             loaded = self._users.get(change.user_id)
             if loaded is not None and not _keep_in_step(loaded, change, vector):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from memoir.memory.embeddings import load_embedder
+from memoir.memory.ranking import relevance
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Edit, Store
 from memoir.memory.vectors import VectorIndex
@@ -145,3 +147,68 @@ async def test_embedding_runs_after_the_call_and_outside_its_deadline(
     assert {r["memory_id"] for r in found["results"]} == set(ids)
     assert not [r for r in caplog.records if "could not embed" in r.getMessage()]
     assert set(stored_vectors(db_path)) == set(ids)
+
+
+async def test_the_semantic_ranking_is_the_centred_cosine_kept_in_step_with_writes(index: Retriever) -> None:
+    """From CENTRE_MIN memories on, the semantic list ranks by cos(v - mu, q - mu), mu the mean of
+    the user's live vectors, after adds, edits and deletes as on a fresh load; relevance keeps the
+    raw cosine."""
+    store, vectors = index.store, index.vectors
+    assert vectors is not None
+    added = [await store.add("ava", f"Ava note {i}: {word}") for i, word in enumerate(
+        ["tea", "skiing", "cello", "Lisbon", "pottery", "green", "coffee", "market", "running", "football"] * 6
+    )]
+    await store.add("bob", "Bob plays the violin")  # another user's memory changes nothing of ava's mean
+
+    def check(loaded) -> None:
+        live = loaded.matrix[: loaded.size][loaded.alive[: loaded.size]]
+        mu = live.mean(axis=0)
+        query = vectors_query
+        raw = loaded.matrix[: loaded.size] @ query
+        expected = ((loaded.matrix[: loaded.size] - mu) @ (query - mu)) / (
+            np.linalg.norm(loaded.matrix[: loaded.size] - mu, axis=1) * np.linalg.norm(query - mu)
+        )
+        assert np.allclose(loaded.scores(query), expected, atol=1e-5)
+        assert not np.allclose(expected, raw, atol=1e-3)
+
+    vectors_query = (await vectors.embed(["a musical instrument"]))[0]
+    await index.search("ava", "cello", method="semantic", min_relevance=0)  # loaded
+    check(await vectors.user_vectors("ava"))
+    await store.delete("ava", added[0].memory_id)
+    await store.add("ava", "Ava bought a harp")
+    await store.update("ava", added[1].memory_id, memory="Ava stopped skiing")
+    await index.search("ava", "cello", method="semantic", min_relevance=0)
+    kept = await vectors.user_vectors("ava")
+    check(kept)
+    fresh = VectorIndex(store, lambda: load_embedder("default"))
+    reloaded = await fresh.user_vectors("ava")
+    assert np.allclose(kept.scores(vectors_query)[kept.alive[: kept.size]], reloaded.scores(vectors_query), atol=1e-5)
+    outcome = await index.search("ava", "a musical instrument", method="semantic", limit=3, min_relevance=0)
+    for m in outcome.results:  # relevance from the raw cosine
+        assert m.relevance == relevance(cosine=kept.cosine(m.memory_id, vectors_query))
+
+
+async def test_word_expansion_picks_the_users_own_words_only_and_in_step(index: Retriever) -> None:
+    """A query word adds its nearest word of the user's vocabulary ("football" -> "soccer"), never
+    a word only another user wrote, and the vocabulary follows adds and deletes."""
+    store, vectors = index.store, index.vectors
+    assert vectors is not None
+    await store.add("ava", "Ava plays football on Sundays")
+    await store.add("ava", "Ava likes green tea")
+    await store.add("bob", "Bob watches soccer")
+    ava = await vectors.user_vectors("ava")
+    assert ava.similar_words("football") == []  # "soccer" is bob's
+    assert (await vectors.user_vectors("bob")).similar_words("soccer") == []
+    coach = await store.add("ava", "Ava's brother coaches soccer")
+    await vectors.settled()
+    ava = await vectors.user_vectors("ava")
+    assert [w for w, _ in ava.similar_words("football")] == ["soccer"]
+    assert ava.similar_words("football")[0][1] >= 0.7
+    assert ava.similar_words("cricket") == []  # not a word of ava's memories: not expanded
+    outcome = await index.search("ava", "football", method="hybrid", limit=5, min_relevance=0)
+    assert coach.memory_id in [m.memory_id for m in outcome.results]
+    keyword = await store.keyword_ranked("ava", "football", limit=5, similar={"football": [("soccer", 0.83)]})
+    assert coach.memory_id in [m for m, _ in keyword]
+    await store.delete("ava", coach.memory_id)
+    await vectors.settled()
+    assert (await vectors.user_vectors("ava")).similar_words("football") == []
