@@ -389,12 +389,12 @@ class VectorIndex:
     # -- search -------------------------------------------------------------------------------
 
     async def search(
-        self, user_id: str, query: str, k: int, filters: Filters = Filters()
+        self, user_id: str, query: str, k: int, filters: Filters = Filters(), *, centred: bool = False
     ) -> tuple[list[tuple[str, float]], UserVectors, np.ndarray]:
-        """The user's `k` memories nearest to `query`: `[(memory_id, score)]`, best first (the
-        score is the centred cosine, `UserVectors.scores`), the user's vectors (for the timeline
-        position, the questions among the memories and any memory's raw cosine) and the query's
-        vector (for that raw cosine: relevance, memory/ranking.py)."""
+        """The user's `k` memories nearest to `query`: `[(memory_id, cosine)]`, best first (the
+        centred cosine with `centred`, `UserVectors.scores`), the user's vectors (for the
+        timeline position, the questions among the memories and any memory's raw cosine) and the
+        query's vector (for that raw cosine: relevance, memory/ranking.py)."""
         # The model runs in its own thread while the user's vectors are checked on SQLite's
         # (that check queues behind hybrid's keyword query, which would otherwise delay the model).
         embedding = asyncio.ensure_future(self.embed([query]))
@@ -405,15 +405,16 @@ class VectorIndex:
             embedding.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
             raise
         query_vector = (await embedding)[0]
-        return await self.nearest(user_id, vectors, query_vector, k, filters), vectors, query_vector
+        return await self.nearest(user_id, vectors, query_vector, k, filters, centred=centred), vectors, query_vector
 
     async def nearest(
-        self, user_id: str, vectors: UserVectors, query_vector: np.ndarray, k: int, filters: Filters = Filters()
+        self, user_id: str, vectors: UserVectors, query_vector: np.ndarray, k: int, filters: Filters = Filters(),
+        *, centred: bool = False,
     ) -> list[tuple[str, float]]:
         """`search` with the user's vectors and the query's vector at hand."""
         if vectors.live == 0:
             return []
-        scores = vectors.scores(query_vector)
+        scores = vectors.scores(query_vector) if centred else vectors.matrix[: vectors.size] @ query_vector
         allowed = vectors.alive[: vectors.size]
         filtered = filters.narrows
         if filtered:

@@ -150,9 +150,9 @@ async def test_embedding_runs_after_the_call_and_outside_its_deadline(
 
 
 async def test_the_semantic_ranking_is_the_centred_cosine_kept_in_step_with_writes(index: Retriever) -> None:
-    """From CENTRE_MIN memories on, the semantic list ranks by cos(v - mu, q - mu), mu the mean of
-    the user's live vectors, after adds, edits and deletes as on a fresh load; relevance keeps the
-    raw cosine."""
+    """From CENTRE_MIN memories on, hybrid's semantic list ranks by cos(v - mu, q - mu), mu the
+    mean of the user's live vectors, after adds, edits and deletes as on a fresh load; relevance
+    keeps the raw cosine, and the semantic method ranks by it."""
     store, vectors = index.store, index.vectors
     assert vectors is not None
     added = [await store.add("ava", f"Ava note {i}: {word}") for i, word in enumerate(
@@ -183,9 +183,12 @@ async def test_the_semantic_ranking_is_the_centred_cosine_kept_in_step_with_writ
     fresh = VectorIndex(store, lambda: load_embedder("default"))
     reloaded = await fresh.user_vectors("ava")
     assert np.allclose(kept.scores(vectors_query)[kept.alive[: kept.size]], reloaded.scores(vectors_query), atol=1e-5)
+    centred, _, _ = await vectors.search("ava", "a musical instrument", 3, centred=True)
+    assert [s for _, s in centred] == pytest.approx(sorted(kept.scores(vectors_query)[kept.alive[: kept.size]], reverse=True)[:3], abs=1e-5)
     outcome = await index.search("ava", "a musical instrument", method="semantic", limit=3, min_relevance=0)
-    for m in outcome.results:  # relevance from the raw cosine
+    for m in outcome.results:  # the raw cosine
         assert m.relevance == relevance(cosine=kept.cosine(m.memory_id, vectors_query))
+        assert m.score == pytest.approx(kept.cosine(m.memory_id, vectors_query), abs=1e-5)
 
 
 async def test_word_expansion_picks_the_users_own_words_only_and_in_step(index: Retriever) -> None:
