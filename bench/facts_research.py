@@ -6,7 +6,7 @@ be varied (k1, b, idf, BM25+, Dirichlet LM, document expansion from timeline nei
 and vector-side variants (context-augmented vectors, a third list, adaptive weights). Prints
 hit@1/5/10 over categories 1-4 for each store. Not a test, not the product's benchmark.
 
-    .venv/bin/python bench/facts_research.py [--only SUBSTRING]
+    .venv/bin/python bench/facts_research.py [--only SUBSTRING] [--ranker] [--bootstrap]
 
 Data: ``MEMOIR_LOCOMO`` or ../shared/data/locomo-dev.json (CC BY-NC: never copy it into the repo).
 Vectors cached under ``~/.cache/memoir-bench``.
@@ -658,16 +658,22 @@ def variants():
     add(g, "k1 0.2, b 0 + centred", rec(lambda q: K(q, P2), C))
     add(g, "word expansion + centred", rec(lambda q: bm25_search(q, weights=word_expansion(q)), C))
     add(g, "k1 0.2, b 0 + word expansion + centred", rec(lambda q: bm25_search(q, P2, weights=word_expansion(q)), C))
-    add(g, "STACK: k1 0.2, b 0, doc exp. 0.1 + word expansion + centred",
+    add(g, STACK,
         rec(lambda q: bm25_search(q, PS, weights=word_expansion(q)), C))
     add(g, "STACK, word expansion of store words only",
         rec(lambda q: bm25_search(q, PS, weights=word_expansion(q, in_vocab_only=True)), C))
+    add(g, "STACK, word expansion of store words only, without doc exp.",
+        rec(lambda q: bm25_search(q, P2, weights=word_expansion(q, in_vocab_only=True)), C))
+    add(g, "STACK without doc exp.", rec(lambda q: bm25_search(q, P2, weights=word_expansion(q)), C))
     add(g, "STACK without word expansion", rec(lambda q: bm25_search(q, PS), C))
     add(g, "STACK without centring", rec(lambda q: bm25_search(q, PS, weights=word_expansion(q))))
     add(g, "STACK without k1/b (1.2 / 0.75)",
         rec(lambda q: bm25_search(q, BM25(expand=0.1, expand_len=False), weights=word_expansion(q)), C))
     for w in (0.85, 1.0):
         add(g, f"STACK, semantic weight {w}", rec(lambda q: bm25_search(q, PS, weights=word_expansion(q)), C, w=w))
+    for n in (50, 150):
+        add(g, f"STACK, {n} candidates per list", lambda q, n=n: fuse_general(
+            q, [(bm25_search(q, PS, weights=word_expansion(q), limit=n), 1.0), (topn(centred_cosines(q), n), 0.7)]))
     for nw in (0.4, 0.6):
         add(g, f"STACK, neighbour weight {nw}",
             rec(lambda q: bm25_search(q, PS, weights=word_expansion(q)), C, fp=F(neighbour_weight=nw)))
@@ -684,6 +690,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="", help="run only the variants whose group or name contains this")
     ap.add_argument("--ranker", action="store_true", help="also the logistic-ranker bound (slow)")
+    ap.add_argument("--bootstrap", action="store_true", help="also STACK vs RECIPE: fixed / broken, 95 %% interval, per conversation")
     args = ap.parse_args()
     stores, queries = load()
     load_word_vectors(stores, queries)
@@ -699,6 +706,34 @@ def main() -> None:
     if args.ranker:
         for line in logistic_ranker_report(queries):
             print(line)
+    if args.bootstrap:
+        named = {name: fn for _, name, fn in variants()}
+        for line in bootstrap(queries, named["RECIPE, Python BM25"], named[STACK]):
+            print(line)
+
+
+STACK = "STACK: k1 0.2, b 0, doc exp. 0.1 + word expansion + centred"
+
+
+def bootstrap(queries, base, new, n=2000, seed=0) -> list[str]:
+    """hit@5 of `new` against `base` per store: questions fixed / broken, a bootstrap 95 %
+    interval of the difference, and each conversation's hit@5 before and after."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in ("turns", "facts"):
+        qs = queries[kind]
+        a = np.array([any(q.store.sources[i] & q.gold for i in base(q)[:5]) for q in qs], float)
+        b = np.array([any(q.store.sources[i] & q.gold for i in new(q)[:5]) for q in qs], float)
+        d = b - a
+        boots = [100 * d[rng.integers(0, len(d), len(d))].mean() for _ in range(n)]
+        convs = "; ".join(
+            f"{c} {100 * a[ix].mean():.1f} -> {100 * b[ix].mean():.1f}"
+            for c in sorted({q.store.conv for q in qs})
+            for ix in [[k for k, q in enumerate(qs) if q.store.conv == c]]
+        )
+        out.append(f"{kind}: {100 * a.mean():.1f} -> {100 * b.mean():.1f}, fixed {int((d > 0).sum())}, broken "
+                   f"{int((d < 0).sum())}, 95 % interval [{np.percentile(boots, 2.5):+.1f}, {np.percentile(boots, 97.5):+.1f}]; {convs}")
+    return out
 
 
 if __name__ == "__main__":
