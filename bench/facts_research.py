@@ -6,7 +6,7 @@ be varied (k1, b, idf, BM25+, Dirichlet LM, document expansion from timeline nei
 and vector-side variants (context-augmented vectors, a third list, adaptive weights). Prints
 hit@1/5/10 over categories 1-4 for each store. Not a test, not the product's benchmark.
 
-    .venv/bin/python bench/facts_research.py [--only SUBSTRING] [--ranker] [--bootstrap]
+    .venv/bin/python bench/facts_research.py [--only SUBSTRING] [--ranker] [--bootstrap] [--check-bm25]
 
 Data: ``MEMOIR_LOCOMO`` or ../shared/data/locomo-dev.json (CC BY-NC: never copy it into the repo).
 Vectors cached under ``~/.cache/memoir-bench``.
@@ -671,6 +671,19 @@ def variants():
         rec(lambda q: bm25_search(q, BM25(expand=0.1, expand_len=False), weights=word_expansion(q)), C))
     for w in (0.85, 1.0):
         add(g, f"STACK, semantic weight {w}", rec(lambda q: bm25_search(q, PS, weights=word_expansion(q)), C, w=w))
+    for floor in (0.3, 0.7):
+        def importance(q, floor=floor):
+            index, vecs = q.store.extra["wvec"]
+            w = word_expansion(q)
+            for t in kept_terms(q.store, q.terms):
+                if t in index:
+                    c = max(float(vecs[index[t]] @ q.qv), 0.0)
+                    for s_ in tokens(t):
+                        if w.get(s_) == 1.0:
+                            w[s_] = floor + (1 - floor) * c / 0.6
+            return w
+        add(g, f"STACK, query words weighted by cos(word, query) (floor {floor})",
+            rec(lambda q, f=importance: bm25_search(q, PS, weights=f(q)), C))
     for n in (50, 150):
         add(g, f"STACK, {n} candidates per list", lambda q, n=n: fuse_general(
             q, [(bm25_search(q, PS, weights=word_expansion(q), limit=n), 1.0), (topn(centred_cosines(q), n), 0.7)]))
@@ -690,6 +703,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="", help="run only the variants whose group or name contains this")
     ap.add_argument("--ranker", action="store_true", help="also the logistic-ranker bound (slow)")
+    ap.add_argument("--check-bm25", action="store_true", help="also: the Python BM25's lists against FTS5's")
     ap.add_argument("--bootstrap", action="store_true", help="also STACK vs RECIPE: fixed / broken, 95 %% interval, per conversation")
     args = ap.parse_args()
     stores, queries = load()
@@ -703,6 +717,15 @@ def main() -> None:
         r = {k: evaluate(queries[k], fn) for k in ("turns", "facts")}
         print(f"{group[:40]:40s} {name[:70]:70s} " + "   ".join(
             f"{r[k][1]:5.1f} {r[k][5]:5.1f} {r[k][10]:5.1f}".rjust(20) for k in ("turns", "facts")), flush=True)
+    if args.check_bm25:
+        for kind in ("turns", "facts"):
+            same = top5 = 0
+            for q in queries[kind]:
+                a, b = [i for i, _ in fts_search(q)], [i for i, _ in bm25_search(q)]
+                same += a == b
+                top5 += a[:5] == b[:5]
+            print(f"{kind}: Python BM25 = FTS5 bm25(m, 1.0, 0.5): the same 100 hits in the same order for {same} "
+                  f"of {len(queries[kind])} questions, the same top 5 for {top5}")
     if args.ranker:
         for line in logistic_ranker_report(queries):
             print(line)
