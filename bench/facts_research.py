@@ -9,7 +9,10 @@ hit@1/5/10 over categories 1-4 for each store. Not a test, not the product's ben
     .venv/bin/python bench/facts_research.py [--only SUBSTRING] [--ranker] [--bootstrap] [--check-bm25]
 
 Data: ``MEMOIR_LOCOMO`` or ../shared/data/locomo-dev.json (CC BY-NC: never copy it into the repo).
-Vectors cached under ``~/.cache/memoir-bench``.
+Vectors (memories, questions, every vocabulary word alone) cached under ``~/.cache/memoir-bench``;
+the first run embeds ~5,000 texts (~10 s). Needs PyStemmer (``pip install PyStemmer``; memoir's
+own dependency once the keyword engine of memory/keyword_index.py is merged). ~2 minutes.
+The memories of the bench have no topics, so the topics weight could not be varied here.
 """
 
 from __future__ import annotations
