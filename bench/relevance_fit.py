@@ -1,9 +1,9 @@
 """The fit behind memoir's relevance constants (memory/ranking.py), in-process on LoCoMo dev.
 
-Reproduces the product's retrieval without the server -- an in-memory FTS5 table (porter
-unicode61, BM25 weights 1.0/0.5, common words left out as memory/store.py does) and the
-all-MiniLM-L6-v2 vectors of `embedding_text` per conversation, fused by `ranking.fuse` -- then,
-for every query, the raw cosine and the word coverage (`ranking.coverage`) of each candidate:
+Runs the product's retrieval without the server -- each conversation stored by memoir's own
+Store and VectorIndex in a temporary file, searched by its Retriever (min_relevance 0) -- and
+takes, for every query, the raw cosine and the word coverage (`ranking.coverage`) of each
+candidate as memory/retrieval.py computes them (hybrid: coverage 0 outside its keyword list):
 
 - positives: a conversation's own questions (categories 1-4), label 1 for its evidence memories
   in a method's top 10;
@@ -16,20 +16,19 @@ threshold (hit@5/10 of positives among results with relevance >= t; share of neg
 with no such result) on turns and on the observation store. bench/relevance.py measures the
 same through the MCP tools.
 
-    /work/venv/bin/python bench/relevance_fit.py        # vectors cached in $MEMOIR_BENCH_CACHE or /tmp/memoir-bench
+    /work/venv/bin/python bench/relevance_fit.py        # ~2 min per store on 2 cores (embeds everything)
 
 Data: `MEMOIR_LOCOMO` or ../shared/data/locomo-dev.json next to the repo.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import math
-import os
 import random
 import re
-import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,109 +37,85 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_locomo  # noqa: E402
 
-from memoir.memory import embeddings, ranking  # noqa: E402
+from memoir.memory import embeddings, keyword_index, ranking  # noqa: E402
+from memoir.memory.retrieval import Retriever  # noqa: E402
+from memoir.memory.store import Store  # noqa: E402
+from memoir.memory.vectors import VectorIndex  # noqa: E402
 
-CACHE = Path(os.environ.get("MEMOIR_BENCH_CACHE", "/tmp/memoir-bench"))
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-_embedder = None
+USER = "locomo"
 
 
-def embed(texts: list[str]) -> np.ndarray:
-    global _embedder
-    path = CACHE / (hashlib.sha256(("minilm\0" + "\1".join(texts)).encode()).hexdigest()[:24] + ".npy")
-    if path.exists():
-        return np.load(path)
-    _embedder = _embedder or embeddings.load_embedder()
-    vectors = _embedder.embed(texts)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
+class Conversation:
+    """One LoCoMo conversation stored in the product, in-process (a Store on a temporary file and
+    its VectorIndex, searched by the Retriever): every feature below is the product's own."""
+
+    def __init__(self, tmp: Path, name: str, texts: list[str], sources: list[set[str]]) -> None:
+        self.tmp, self.name, self.texts, self.sources = tmp, name, texts, sources
+
+    async def __aenter__(self) -> "Conversation":
+        self.store = await Store.open(self.tmp / f"{self.name}.db")
+        self.vectors = VectorIndex(self.store, embeddings.load_embedder)
+        self.retriever = Retriever(self.store, self.vectors)
+        self.source_of: dict[str, set[str]] = {}
+        for text, source in zip(self.texts, self.sources):
+            memory = await self.store.add(USER, text)
+            self.source_of[memory.memory_id] = source
+        await self.vectors.settled()
+        self.stems = {w for t in self.texts for w in keyword_index.words(t)}
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.close()
+
+    async def query_rows(self, query: str, kind: str, gold: set[str] | None) -> dict:
+        """Each method's top 25 (min_relevance 0), and each candidate's raw cosine and coverage
+        as the product computes them for relevance (memory/retrieval.py)."""
+        orders = {}
+        for method in ("hybrid", "keyword", "semantic"):
+            found = await self.retriever.search(USER, query, method=method, limit=25, min_relevance=0)
+            orders[method] = [m.memory_id for m in found.results]
+        timeline = await self.vectors.user_vectors(USER)
+        qv = (await self.vectors.embed([query]))[0]
+        ids = {m for order in orders.values() for m in order}
+        similar = {t: timeline.similar_words(t) for t in ranking.query_terms(query)}
+        keyword = [m for m, _ in await self.store.keyword_ranked(USER, query, limit=ranking.CANDIDATES, similar=similar)]
+        covered = await self.retriever._coverage(USER, query, sorted(ids | set(keyword)))
+        in_list = set(keyword)  # hybrid's coverage is 0 outside its keyword list, as in the product
+        return {"kind": kind, "orders": orders,
+                "cos": {i: timeline.cosine(i, qv) for i in ids},
+                "cov": {i: covered.get(i, 0.0) for i in ids},
+                "cov_hybrid": {i: covered.get(i, 0.0) if i in in_list else 0.0 for i in ids},
+                "gold": {i for i in ids if gold and self.source_of[i] & gold}}
 
 
-class Store:
-    def __init__(self, texts: list[str], sources: list[set[str]]) -> None:
-        self.texts, self.sources, self.n = texts, sources, len(texts)
-        self.db = sqlite3.connect(":memory:")
-        self.db.execute("CREATE VIRTUAL TABLE m USING fts5(memory, topics, tokenize='porter unicode61')")
-        self.db.executemany("INSERT INTO m(rowid, memory, topics) VALUES (?, ?, '')", enumerate(texts))
-        self.vectors = embed([embeddings.embedding_text(t) for t in texts])
-        self._df: dict[str, int] = {}
-
-    def df(self, term: str) -> int:
-        if term not in self._df:
-            self._df[term] = self.db.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM m WHERE m MATCH ? LIMIT {self.n // 2 + 1})", (ranking.fts_match([term]),)
-            ).fetchone()[0]
-        return self._df[term]
-
-    def keyword(self, query: str, limit: int = ranking.CANDIDATES) -> list[tuple[int, float]]:
-        terms = ranking.query_terms(query)
-        if len(terms) >= 2 and self.n // 2 >= 50:
-            terms = [t for t in terms if self.df(t) <= self.n // 2] or terms
-        if not terms:
-            return []
-        rows = self.db.execute(
-            "SELECT rowid, bm25(m, 1.0, 0.5) AS s FROM m WHERE m MATCH ? ORDER BY s, rowid DESC LIMIT ?",
-            (ranking.fts_match(terms), limit),
-        ).fetchall()
-        return [(r, -s) for r, s in rows]
-
-    def held(self, terms: list[str], ids: list[int]) -> dict[int, set[str]]:
-        out: dict[int, set[str]] = {i: set() for i in ids}
-        marks = ",".join(map(str, ids))
-        for t in terms:
-            if ids:
-                for (r,) in self.db.execute(f"SELECT rowid FROM m WHERE m MATCH ? AND rowid IN ({marks})", (ranking.fts_match([t]),)):
-                    out[r].add(t)
-        return out
-
-
-def top(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
-    k = min(k, len(scores))
-    idx = np.argpartition(-scores, k - 1)[:k]
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return [(int(i), float(scores[i])) for i in idx]
-
-
-def query_rows(store: Store, query: str, qv: np.ndarray, kind: str, gold: set[str] | None) -> dict:
-    terms = ranking.query_terms(query)
-    kw = store.keyword(query)
-    cos = store.vectors @ qv
-    sem = top(cos, ranking.CANDIDATES)
-    cands = {i for i, _ in kw} | {i for i, _ in sem}
-    fused = ranking.fuse(kw, sem, {i: f"{i:08d}" for i in cands}, position={i: i for i in cands},
-                         questions={i for i in cands if ranking.is_question(store.texts[i])}) if terms else []
-    weights = {t: ranking.term_weight(store.df(t), store.n) for t in terms}
-    held = store.held(terms, [i for i, _ in kw])
-    cov = {i: ranking.coverage(weights, held[i]) if i in held else 0.0 for i in cands}
-    return {"kind": kind, "orders": {"hybrid": [i for i, _ in fused], "keyword": [i for i, _ in kw][:25], "semantic": [i for i, _ in sem][:25]},
-            "cos": {i: float(cos[i]) for i in cands}, "cov": cov,
-            "gold": {i for i in cands if gold and store.sources[i] & gold}}
-
-
-def collect(store_kind: str) -> list[dict]:
+async def collect_async(store_kind: str) -> list[dict]:
     convs = load_locomo()
-    stores = []
-    for c in convs:
-        items = [(t.memory, {t.dia_id}) for t in c.turns] if store_kind == "turns" else [(f.memory, set(f.sources)) for f in c.facts]
-        stores.append(Store([m for m, _ in items], [s for _, s in items]))
-    vocab = [{w for t in s.texts for w in re.findall(r"[a-z]+", t.lower())} for s in stores]
+    vocab = [{w for t in c.turns for w in re.findall(r"[a-z]+", t.memory.lower())} for c in convs]
     rows = []
-    for ci, (conv, store) in enumerate(zip(convs, stores)):
-        for oi, other in enumerate(convs):
-            qs = [q for q in other.questions if q.evidence and (oi != ci or q.category <= 4)]
-            for q, qv in zip(qs, embed([q.question for q in qs])):
-                rows.append(query_rows(store, q.question, qv, "pos" if oi == ci else "other", set(q.evidence) if oi == ci else None))
-        pool = sorted({w for j, v in enumerate(vocab) if j != ci for w in v} - ranking.STOP_WORDS)
-        pool = [w for w in pool if len(w) >= 4 and store.df(w) == 0]
-        rnd = random.Random(f"memoir-relevance:{conv.sample_id}")
-        absent = [" ".join(rnd.sample(pool, rnd.choice((1, 2, 3)))) for _ in range(100)]
-        for q, qv in zip(absent, embed(absent)):
-            rows.append(query_rows(store, q, qv, "absent", None))
+    with tempfile.TemporaryDirectory() as tmp:
+        for ci, conv in enumerate(convs):
+            items = [(t.memory, {t.dia_id}) for t in conv.turns] if store_kind == "turns" else [(f.memory, set(f.sources)) for f in conv.facts]
+            async with Conversation(Path(tmp), f"{store_kind}-{ci}", [m for m, _ in items], [s for _, s in items]) as c:
+                for oi, other in enumerate(convs):
+                    qs = [q for q in other.questions if q.evidence and (oi != ci or q.category <= 4)]
+                    for q in qs:
+                        rows.append(await c.query_rows(q.question, "pos" if oi == ci else "other", set(q.evidence) if oi == ci else None))
+                pool = sorted({w for j, v in enumerate(vocab) if j != ci for w in v} - ranking.STOP_WORDS)
+                pool = [w for w in pool if len(w) >= 4 and not set(keyword_index.words(w)) & c.stems]
+                rnd = random.Random(f"memoir-relevance:{conv.sample_id}")
+                absent = [" ".join(rnd.sample(pool, rnd.choice((1, 2, 3)))) for _ in range(100)]
+                for q in absent:
+                    rows.append(await c.query_rows(q, "absent", None))
+            print(f"{store_kind}: {conv.sample_id} done", file=sys.stderr, flush=True)
     return rows
 
 
-FEATURES = {"hybrid": ("cos", "cov"), "semantic": ("cos",), "keyword": ("cov",)}
+def collect(store_kind: str) -> list[dict]:
+    return asyncio.run(collect_async(store_kind))
+
+
+FEATURES = {"hybrid": ("cos", "cov_hybrid"), "semantic": ("cos",), "keyword": ("cov",)}
 
 
 def x(row: dict, i: int, method: str) -> list[float]:
@@ -182,9 +157,10 @@ def table(rows: list[dict], method: str, beta: np.ndarray) -> None:
 
 
 def main() -> None:
+    both = "--fit-on-both" in sys.argv  # fit on the turn and the observation stores together
     turns, facts = collect("turns"), collect("observations")
     for method in FEATURES:
-        beta = fit(turns, method)
+        beta = fit(turns + facts if both else turns, method)
         print(" turns"); table(turns, method, beta)
         print(" observations"); table(facts, method, beta)
 
