@@ -1,5 +1,5 @@
-"""The keyword index shared by every user (memory/keyword_index.py): FTS5's BM25 with each
-user's own statistics, no schema object per user, and databases of the per-user FTS5 era
+"""The keyword index shared by every user (memory/keyword_index.py): BM25 with each user's own
+statistics (as a reference from the definition computes it; FTS5's exactly with FTS5's k1 / b), no schema object per user, and databases of the per-user FTS5 era
 migrated."""
 
 from __future__ import annotations
