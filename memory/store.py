@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
-import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -31,7 +29,7 @@ from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument
 from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from .ranking import fts_match, query_terms
-from .schema import MIGRATIONS
+from .backends import backend_for
 from .secrets import SecretsPolicy
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -143,8 +141,10 @@ class Store:
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits,
-        busy_timeout_ms: int = 10_000, secrets: SecretsPolicy | None = None,
+        busy_timeout_ms: int = 10_000, secrets: SecretsPolicy | None = None, backend: Any = None,
     ) -> None:
+        # What is not portable SQL (memory/backends/): SQLite's file, or PostgreSQL's URL.
+        self._backend = backend or backend_for(path)
         self._writer = writer
         self._busy_timeout_ms = busy_timeout_ms
         self._reader = reader
@@ -160,7 +160,7 @@ class Store:
         self.limits = limits
         # Credentials in what is written (MEMOIR_SECRETS): refused, redacted or allowed (memory/secrets.py).
         self.secrets = secrets or SecretsPolicy()
-        self._file: _OpenedFile | None = None  # None for an in-memory database
+        self._file: Any = None  # the SQLite file opened; None in memory and on PostgreSQL
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -174,20 +174,13 @@ class Store:
         busy_timeout_ms: int = 10_000,
         secrets: SecretsPolicy | None = None,
     ) -> Store:
-        """Open (creating and migrating as needed) the database at `path`."""
+        """Open (creating and migrating as needed) the database at `path`: an SQLite file (or
+        ":memory:"), or a PostgreSQL database named by a `postgresql://` URL."""
         path = str(path)
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, synchronous, busy_timeout_ms)
-        try:
-            await migrate(writer)
-            # An in-memory database exists only on its own connection, so it is read there too.
-            reader = writer if path == ":memory:" else await _connect(path, synchronous, busy_timeout_ms)
-        except BaseException:
-            await writer.close()
-            raise
-        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets)
-        store._file = _OpenedFile.of(path)
+        backend = backend_for(path)
+        writer, reader = await backend.open(synchronous, busy_timeout_ms)
+        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets, backend)
+        store._file = backend.opened_file()
         return store
 
     async def close(self) -> None:
@@ -252,7 +245,7 @@ class Store:
         self._check_file()
         db = self._writer
         try:
-            await db.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) while another process writes
+            await self._backend.begin(db)  # waits (busy timeout) while another process writes
         except BaseException:
             # Stopped (the call's time limit) while BEGIN waits: aiosqlite still runs it, so queue a
             # ROLLBACK behind it - without waiting for either, or the call would wait out the busy timeout.
@@ -285,7 +278,7 @@ class Store:
             # Shorten SQLite's wait for another writer only when less time is left than it would wait.
             busy_ms = None if left is None or left * 1000 >= self._busy_timeout_ms else max(1, int(left * 1000))
             trip = asyncio.ensure_future(
-                _in_thread(self._writer, _begin_and_commit, statements, busy_ms, self._busy_timeout_ms)
+                _in_thread(self._writer, self._backend.begin_and_commit, statements, busy_ms, self._busy_timeout_ms)
             )
             try:
                 written = await asyncio.shield(trip)
@@ -718,13 +711,13 @@ class Store:
         (others' and unknown ids are left out)."""
         rows: dict[str, sqlite3.Row] = {}
         for chunk, marks in _id_chunks([m for m, _ in ranked]):
-            # `+m.user_id`: look the ids up by their unique index; SQLite otherwise chose the
+            # `m.user_id || ''`: look the ids up by their unique index; SQLite otherwise chose the
             # (user_id, created_at) index and read every memory of the user (1.3 ms at 10,000).
             rows.update(
                 (r["memory_id"], r)
                 for r in await _fetchall(
                     self._reader,
-                    f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE +m.user_id = ? AND m.memory_id IN ({marks})",
+                    f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id || '' = ? AND m.memory_id IN ({marks})",
                     (user_id, *chunk),
                 )
             )
@@ -740,17 +733,24 @@ class Store:
 
     async def data_version(self) -> int:
         """Changes whenever another connection (another process) commits to the database."""
-        row = await _fetchone(self._writer, "PRAGMA data_version", ())
-        return int(row[0])
+        return await self._backend.data_version(self._writer, self._reader)
 
     async def quick_check(self) -> str:
         """'ok', or what SQLite's PRAGMA quick_check found wrong (a damaged file)."""
-        rows = await _fetchall(self._reader, "PRAGMA quick_check(3)", ())
-        return "; ".join(" ".join(str(r[0]).split()) for r in rows)  # one line
+        return await self._backend.quick_check(self._reader)
 
     async def integrity_check(self) -> str:
-        row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
-        return str(row[0])
+        return await self._backend.integrity_check(self._reader)
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._backend.name
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the database is a local file (SQLite): a backup copies it, a doctor opens it."""
+        return self._backend.is_file
 
     # -- inside a transaction ---------------------------------------------------------------
 
@@ -928,57 +928,6 @@ class Store:
 # -- module helpers ---------------------------------------------------------------------------
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
-
-
-@dataclass(frozen=True)
-class _OpenedFile:
-    """The database file a store opened, and its WAL and shared-memory files beside it."""
-
-    path: str  # absolute: SQLite resolved it once, at open; a later chdir must not matter
-    identity: tuple[int, int]
-    sidecars: dict[str, tuple[int, int]]  # "-wal" / "-shm" -> identity
-
-    @classmethod
-    def of(cls, path: str) -> _OpenedFile | None:
-        if path in (":memory:", ""):
-            return None
-        path = os.path.abspath(path)
-        identity = _identity(path)
-        if identity is None:
-            return None
-        found = {suffix: _identity(path + suffix) for suffix in ("-wal", "-shm")}
-        return cls(path, identity, {suffix: i for suffix, i in found.items() if i is not None})
-
-    def gone(self) -> Literal["deleted", "replaced"] | None:
-        """How the path no longer leads to the opened file; None while it does (or cannot be told)."""
-        try:
-            found = os.stat(self.path)
-        except (FileNotFoundError, NotADirectoryError):
-            return "deleted"
-        except OSError:
-            return None  # cannot look (e.g. permissions changed): writes go on as before
-        return None if (found.st_dev, found.st_ino) == self.identity else "replaced"
-
-    def drop_stale_sidecars(self) -> None:
-        """After closing: remove this store's WAL and shared-memory files if the database file
-        was deleted or replaced meanwhile. SQLite leaves them then (the file "has moved"), and
-        would apply the old file's WAL to whatever file is next opened at the path - a backup
-        renamed into place would come back as the old database. Only the very files this store
-        had open are removed, never another's."""
-        if self.gone() is None:
-            return
-        for suffix, identity in self.sidecars.items():
-            if _identity(self.path + suffix) == identity:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path + suffix)
-
-
 async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user_id: str) -> bool:
     """Whether another user has, or ever had, a memory with this id (a row or a history event).
 
@@ -993,65 +942,6 @@ async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user
         (memory_id, user_id, memory_id, user_id),
     )
     return bool(row[0])
-
-
-async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
-    # isolation_level=None: transactions are begun explicitly, so each change is exactly one.
-    connection = aiosqlite.connect(path, isolation_level=None)
-    try:
-        db = await connection
-    except BaseException:
-        # aiosqlite queues its thread's stop without waiting for it: were the loop to close first,
-        # the thread would print "Event loop is closed" tracebacks (e.g. a read-only directory).
-        await asyncio.to_thread(connection._thread.join, 5)
-        raise
-    try:
-        db.row_factory = sqlite3.Row
-        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        if path != ":memory:":
-            await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute(f"PRAGMA synchronous = {synchronous}")
-        await db.execute("PRAGMA foreign_keys = ON")
-    except BaseException:
-        # e.g. "file is not a database": an open connection's thread would keep the process alive.
-        await db.close()
-        raise
-    return db
-
-
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the schema to the newest version; returns the version it was at."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        row = await _fetchone(db, "PRAGMA user_version", ())
-        version = int(row[0])
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"the database is at schema version {version}, newer than this memoir knows ({len(MIGRATIONS)}); "
-                "upgrade memoir-mcp"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in _statements(script):
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {number}")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
-    return version
-
-
-def _statements(script: str) -> Iterable[str]:
-    """Split a migration into statements (executescript would commit on its own)."""
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                yield buffer.strip()
-            buffer = ""
-    if buffer.strip():
-        yield buffer.strip()
 
 
 # execute_fetchall runs the statement and fetches in one trip to the connection's thread
@@ -1200,32 +1090,6 @@ def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def _begin_and_commit(
-    db: sqlite3.Connection, statements: list[Statement], busy_ms: int | None, usual_busy_ms: int
-) -> bool:
-    """BEGIN, `statements`, COMMIT; rolled back on any error. False, with nothing written, when
-    another connection held the write lock for longer than `busy_ms` (None: the usual wait)."""
-    if busy_ms is not None:
-        db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return False
-        raise
-    finally:
-        if busy_ms is not None:
-            db.execute(f"PRAGMA busy_timeout = {int(usual_busy_ms)}")
-    try:
-        for sql, params in statements:
-            db.execute(sql, params)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return True
-
-
 def check_valid_from(value: str | None, stamp: str) -> str | None:
     """`valid_from` normalised (None stays None: the memory's creation time), or an error when it
     is not a time or lies ahead of `stamp` (now) by more than VALID_FROM_SKEW."""
@@ -1312,8 +1176,9 @@ def event_statement(
 
 async def record_event(db: aiosqlite.Connection, event: Statement) -> int:
     """Write an `event_statement` inside an open transaction; returns the new event's id."""
-    cursor = await db.execute(*event)
-    return int(cursor.lastrowid)
+    sql, params = event
+    cursor = await db.execute(sql + " RETURNING event_id", params)
+    return int((await cursor.fetchone())[0])
 
 
 async def _last_event_id(db: aiosqlite.Connection) -> int:

@@ -196,7 +196,7 @@ class VectorIndex:
         model = await self.embedder()
         rows = await self.store.fetch(
             "SELECT m.id, m.memory FROM memories m LEFT JOIN embeddings e ON e.memory_rowid = m.id"
-            " WHERE e.vector IS NULL OR e.model IS NOT ? ORDER BY m.id",
+            " WHERE e.vector IS NULL OR e.model IS DISTINCT FROM ? ORDER BY m.id",
             (model.name,),
         )
         for start in range(0, len(rows), EMBED_BATCH):
@@ -312,8 +312,9 @@ class VectorIndex:
             return
         async with self.store.transaction() as db:
             await db.executemany(
-                "INSERT OR REPLACE INTO embeddings (memory_rowid, model, dim, vector)"
-                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memories WHERE id = ?)",
+                "INSERT INTO embeddings (memory_rowid, model, dim, vector)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memories WHERE id = ?)"
+                " ON CONFLICT (memory_rowid) DO UPDATE SET model = excluded.model, dim = excluded.dim, vector = excluded.vector",
                 [(rowid, model.name, model.dim, vec.astype("<f4").tobytes(), rowid) for rowid, vec in pairs],
             )
 

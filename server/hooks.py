@@ -300,7 +300,7 @@ async def count_recalls(store, user_id: str, memory_ids: Sequence[str]) -> None:
         await db.execute(RECALLS_TABLE)
         await db.executemany(
             "INSERT INTO hook_recalls (memory_id, user_id, recalls, last_recalled_at) VALUES (?, ?, 1, ?) "
-            "ON CONFLICT (memory_id) DO UPDATE SET recalls = recalls + 1, last_recalled_at = excluded.last_recalled_at",
+            "ON CONFLICT (memory_id) DO UPDATE SET recalls = hook_recalls.recalls + 1, last_recalled_at = excluded.last_recalled_at",
             [(m, user_id, stamp) for m in memory_ids],
         )
 

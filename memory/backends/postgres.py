@@ -1,0 +1,162 @@
+"""The PostgreSQL backend: a `postgresql://` URL, over psycopg 3 (memory/postgres.py).
+
+Many memoir instances may share one database. What keeps them correct:
+
+- Writes serialise as SQLite's single writer does: every write transaction starts with
+  `pg_advisory_xact_lock(WRITE_LOCK)`, held until COMMIT or ROLLBACK, across instances. A
+  read-then-write (an update checks the memory, then writes it) therefore sees every earlier
+  write, whichever instance made it. Waiting for the lock is bounded by `lock_timeout` (the
+  store's busy timeout), as SQLite's wait by `busy_timeout`.
+- Every write transaction bumps the one row of `memoir_changes`. Its value is the state token
+  of the keyword index's statistics (`state`), and `data_version` counts the bumps this
+  instance did not make itself: the in-process caches (vectors, keyword statistics) are
+  dropped when another instance wrote, and kept across this instance's own writes (which
+  update them as they go), exactly as SQLite's `PRAGMA data_version` behaves.
+- Each connection is in autocommit mode: a read sees every transaction committed before it.
+
+Durability is PostgreSQL's: a COMMIT returns once the WAL is flushed (`synchronous_commit` on,
+the server's default); the SQLite-only `synchronous` setting does not apply.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .. import postgres
+from .pg_schema import MIGRATIONS
+
+# The advisory lock every write transaction holds: "memoir" in ASCII.
+WRITE_LOCK = 0x6D656D6F6972
+# The lock migrations hold, so that two instances starting at once migrate once.
+MIGRATE_LOCK = WRITE_LOCK + 1
+
+Statement = tuple[str, tuple[Any, ...]]
+
+_BUMP = "UPDATE memoir_changes SET version = version + 1 WHERE id = 1 RETURNING version"
+
+
+class PostgresBackend:
+    name = "postgresql"
+    is_file = False
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._lock = threading.Lock()
+        self._known: int | None = None  # the last version this instance accounted for
+        self._foreign = 0  # how many times another instance was seen to have written
+
+    async def open(self, synchronous: str, busy_timeout_ms: int) -> tuple[postgres.Connection, postgres.Connection]:
+        writer = await postgres.Connection.connect(self.location)
+        try:
+            await writer.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+            await writer._execute(migrate, writer._conn)
+            reader = await postgres.Connection.connect(self.location)
+        except BaseException:
+            await writer.close()
+            raise
+        return writer, reader
+
+    def opened_file(self) -> None:
+        return None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def begin(self, db: postgres.Connection) -> None:
+        await db._execute(self._begin, db._conn)
+
+    def _begin(self, db: postgres.SyncConnection) -> None:
+        db.execute("BEGIN")
+        try:
+            db.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            self._wrote(db.execute(_BUMP).fetchone()[0])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def begin_and_commit(
+        self, db: postgres.SyncConnection, statements: list[Statement], busy_ms: int | None, usual_busy_ms: int
+    ) -> bool:
+        """BEGIN, `statements`, COMMIT; rolled back on any error. False, with nothing written, when
+        another instance held the write lock for longer than `busy_ms` (None: the usual wait)."""
+        db.execute("BEGIN")
+        try:
+            if busy_ms is not None:
+                db.execute(f"SET LOCAL lock_timeout = {int(busy_ms)}")
+            try:
+                db.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            except postgres.sqlite3.OperationalError as exc:
+                if isinstance(getattr(exc, "pg_error", None), postgres.pg_errors.LockNotAvailable):
+                    db.execute("ROLLBACK")
+                    return False
+                raise
+            if busy_ms is not None:
+                db.execute(f"SET LOCAL lock_timeout = {int(usual_busy_ms)}")
+            version = db.execute(_BUMP).fetchone()[0]
+            for sql, params in statements:
+                db.execute(sql, params)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._wrote(version)
+        db.execute("COMMIT")
+        return True
+
+    def _wrote(self, version: int) -> None:
+        with self._lock:
+            if self._known is not None and version != self._known + 1:
+                self._foreign += 1  # another instance wrote since this one last looked
+            self._known = version
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def state(self, db: postgres.SyncConnection) -> int:
+        """On a connection's thread: a token that changes whenever any instance has written."""
+        return int(db.execute("SELECT version FROM memoir_changes WHERE id = 1").fetchone()[0])
+
+    async def data_version(self, writer: postgres.Connection, reader: postgres.Connection) -> int:
+        """Changes whenever another instance has committed a write since the last call."""
+        rows = await reader.execute_fetchall("SELECT version FROM memoir_changes WHERE id = 1")
+        version = int(rows[0][0])
+        with self._lock:
+            if self._known is not None and version != self._known and not writer.in_transaction:
+                self._foreign += 1
+            if not writer.in_transaction or self._known is None:
+                self._known = version
+            return self._foreign
+
+    async def quick_check(self, reader: postgres.Connection) -> str:
+        """'ok' when the server answers and the schema is this memoir's."""
+        rows = await reader.execute_fetchall("SELECT version FROM schema_version")
+        return "ok" if rows and int(rows[0][0]) == len(MIGRATIONS) else "schema_version is not this memoir's"
+
+    async def integrity_check(self, reader: postgres.Connection) -> str:
+        return await self.quick_check(reader)
+
+
+def migrate(db: postgres.SyncConnection) -> int:
+    """Bring the schema to the newest version (in one transaction; two instances starting
+    together migrate once); returns the version it was at."""
+    db.execute("BEGIN")
+    try:
+        db.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        version = 0 if row is None else int(row[0])
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database is at schema version {version}, newer than this memoir knows ({len(MIGRATIONS)}); "
+                "upgrade memoir-mcp"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.execute(script)
+            db.execute(f"UPDATE schema_version SET version = {number}")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return version
