@@ -24,6 +24,7 @@ from pathlib import Path
 import sniffio
 
 import memoir
+from memoir.memory.backends import is_postgres, redacted
 from memoir.memory.budget import check_max_tokens, fit
 from memoir.memory.errors import MemoirError, MemoryNotFound, TokenNotFound
 from memoir.memory.limits import Limits, parse_time
@@ -35,7 +36,7 @@ from memoir.tools.context import AppContext
 
 from .app import build_server, running_app
 from .entry import quiet_stdout
-from .settings import DEFAULT_PORT, Settings, default_db_path, parse_tools
+from .settings import DEFAULT_PORT, Settings, database_location, default_db_path, parse_tools
 from .stdio import run_stdio
 from .transports import exit_now, serve_http
 from . import ui
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.sync_run(args)
     try:
         settings = Settings.from_env().with_overrides(
-            db_path=Path(args.db).expanduser() if getattr(args, "db", None) else None, user_id=getattr(args, "user", None)
+            db_path=database_location(args.db) if getattr(args, "db", None) else None, user_id=getattr(args, "user", None)
         )
     except ValueError as exc:
         print(f"memoir: a MEMOIR_* environment variable is invalid: {exc}", file=sys.stderr)
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.check_log_level()
         if getattr(args, "user", None) is not None:
             Limits().user_id(args.user, "--user")  # named as the user typed it, not as MEMOIR_USER_ID
-        if getattr(args, "reads_only", False) and not settings.db_path.exists():
+        if getattr(args, "reads_only", False) and not is_postgres(settings.db_path) and not Path(settings.db_path).exists():
             raise MemoirError(
                 f"no database at {settings.db_path}; check --db or MEMOIR_DB (default {default_db_path()}); "
                 "`memoir add` or `memoir serve` creates one"
@@ -111,9 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def database_problem(path: Path, exc: BaseException) -> str:
+def database_problem(path: Path | str, exc: BaseException) -> str:
     """One line naming the database, what is wrong and the fix."""
     text = " ".join(str(exc).split())  # SQLite's reports span lines; the error is one
+    if is_postgres(path):
+        return (
+            f"cannot use the PostgreSQL database {redacted(path)}: {text} (check that the server is up, "
+            "that the database exists and that the URL's user may use it)"
+        )
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return (
             f"the database {path} is damaged ({text}): restore a backup made by `memoir backup` (copy it over this "
@@ -545,6 +551,12 @@ async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    if is_postgres(settings.db_path):
+        raise MemoirError(
+            "memoir backup copies an SQLite file; a PostgreSQL database is backed up with PostgreSQL's own tools, "
+            f"e.g. `pg_dump --format=custom --file=memoir.dump '{redacted(settings.db_path)}'` "
+            "(restore with pg_restore), or `memoir export --history -o memoir.jsonl` for memoir's own format"
+        )
     target = Path(args.path).expanduser()
     if not target.parent.is_dir():
         raise MemoirError(f"no directory {target.parent} for the backup {target.name}; create it first or choose another path")

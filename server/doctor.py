@@ -11,6 +11,9 @@ import asyncio
 import sqlite3
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+from memoir.memory.backends import is_postgres, redacted
 
 from .settings import Settings
 
@@ -27,6 +30,9 @@ def _database(settings: Settings) -> list[Finding]:
     from memoir.memory.schema import MIGRATIONS
 
     path = settings.db_path
+    if isinstance(path, str) and is_postgres(path):
+        return _postgres(path)
+    path = Path(path)
     if not path.exists():
         return [Finding("database", True, f"{path} does not exist yet; `memoir serve` or `memoir add` creates it")]
     try:
@@ -59,6 +65,37 @@ def _database(settings: Settings) -> list[Finding]:
             f"restore a backup made by `memoir backup`, or save what is readable: `memoir export --db {path} -o rescue.jsonl`, "
             "then `memoir import rescue.jsonl --db NEW.db`",
         ))
+    finally:
+        db.close()
+    return found
+
+
+def _postgres(url: str) -> list[Finding]:
+    from memoir.memory.backends.pg_schema import MIGRATIONS
+    from memoir.memory.postgres import connect_sync
+
+    shown = redacted(url)
+    try:
+        db = connect_sync(url, application_name="memoir doctor")
+    except sqlite3.Error as exc:
+        return [Finding("database", False, f"PostgreSQL {shown}: {' '.join(str(exc).split())}",
+                        "check that the server is up, the database exists and the URL's user may use it")]
+    found: list[Finding] = []
+    try:
+        exists = db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+        version = int(db.execute("SELECT version FROM schema_version").fetchone()[0]) if exists else 0
+        memories, users = db.execute("SELECT count(*), count(DISTINCT user_id) FROM memories").fetchone() if version else (0, 0)
+        found.append(Finding("database", True, f"PostgreSQL {shown}: {memories:,} memories of {users:,} users"))
+        if version > len(MIGRATIONS):
+            found.append(Finding("schema", False, f"version {version}, newer than this memoir ({len(MIGRATIONS)})", "upgrade memoir-mcp"))
+        elif version < len(MIGRATIONS):
+            found.append(Finding("schema", True, f"version {version}; the next memoir command migrates it to {len(MIGRATIONS)}"))
+        else:
+            found.append(Finding("schema", True, f"version {version} (current)"))
+        tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
+        found.append(Finding("tokens", True, f"{tokens} bearer token(s)" if tokens else "none"))
+    except sqlite3.Error as exc:
+        found.append(Finding("database", False, f"PostgreSQL {shown}: {' '.join(str(exc).split())}"))
     finally:
         db.close()
     return found

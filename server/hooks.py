@@ -193,7 +193,9 @@ def load_settings(db: str | None, user: str | None):
     from .settings import Settings
 
     try:
-        settings = Settings.from_env().with_overrides(db_path=Path(db).expanduser() if db else None, user_id=user)
+        from .settings import database_location
+
+        settings = Settings.from_env().with_overrides(db_path=database_location(db) if db else None, user_id=user)
     except ValueError as exc:
         raise HookError(f"a MEMOIR_* environment variable is invalid: {exc}") from None
     settings.check()
@@ -217,7 +219,9 @@ async def open_store(settings, *, create: bool = False):
     from memoir.memory.secrets import SecretsPolicy
     from memoir.memory.store import Store
 
-    if not create and str(settings.db_path) != ":memory:" and not Path(settings.db_path).exists():
+    from memoir.memory.backends import is_postgres
+
+    if not create and str(settings.db_path) != ":memory:" and not is_postgres(settings.db_path) and not Path(settings.db_path).exists():
         return None  # nothing remembered yet: a hook does not create the database
     return await Store.open(
         settings.db_path, limits=settings.limits, synchronous=settings.synchronous,

@@ -11,6 +11,8 @@ from memoir.tools.context import AppContext
 
 from .helpers import TOOLS, call, call_error
 
+pytestmark = pytest.mark.both_backends
+
 
 async def snapshot(app: AppContext) -> tuple:
     """Everything a rejected call must leave unchanged."""
