@@ -698,6 +698,21 @@ class Store:
         """A read on the reader connection, for the package's modules that keep tables of their own (tokens)."""
         return await _fetchall(self._reader, sql, params)
 
+    async def columns(self, table: str) -> list[str] | None:
+        """A table's columns; None when the database has no such table (the hooks' are made on first use)."""
+        try:
+            async with self._reader.execute(f"SELECT * FROM {table} WHERE 1 = 0") as cursor:
+                return [d[0] for d in cursor.description]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+
+    async def after_copy(self, db: aiosqlite.Connection) -> None:
+        """In the transaction that copied rows with their ids (memory/migrate.py): let new rows
+        take ids after them (PostgreSQL's identity sequences do not follow inserted ids)."""
+        await self._backend.after_copy(db)
+
     async def filtered_ids(self, user_id: str, filters: Filters) -> list[str]:
         """The ids of the user's memories that pass `filters`."""
         where, params = filters.sql()

@@ -568,6 +568,34 @@ async def _backup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _migration_location(text: str) -> str:
+    if is_postgres(text):
+        return text
+    path = text.removeprefix("sqlite:")
+    return str(Path(path).expanduser())
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from memoir.memory.migrate import migrate_database
+
+    from .hooks import RECALLS_TABLE, SESSIONS_TABLE
+
+    source, target = _migration_location(args.source), _migration_location(args.target)
+    if not is_postgres(source) and not Path(source).exists():
+        raise MemoirError(f"no database at {source} to migrate from")
+    from .human import progress
+
+    try:
+        with progress("copying") as bar:
+            done = await migrate_database(source, target, prepare=[RECALLS_TABLE, SESSIONS_TABLE], on_progress=bar.step)
+    except sqlite3.Error as exc:
+        raise MemoirError(f"cannot migrate {redacted(source)} to {redacted(target)}: {' '.join(str(exc).split())}") from exc
+    counts = ", ".join(f"{n:,} {table}" for table, n in done.counts.items() if n)
+    print(f"memoir: copied {redacted(source)} to {redacted(target)}: {counts or 'nothing (it was empty)'}; "
+          f"verified: every table's count, {done.searches_compared} sample searches alike")
+    return 0
+
+
 async def _with_store(settings: Settings, action: Callable[..., Awaitable[object]]) -> int:
     """Like `_with_app`, for commands that print their own output."""
     async with running_app(settings) as app:
@@ -617,13 +645,14 @@ def _parser() -> argparse.ArgumentParser:
   memoir list                       a table on a terminal; --json (or a pipe) for JSON
   memoir log                        recent changes, with the event ids `memoir undo EVENT` takes
   memoir backup ~/memoir-backup.db
+  memoir migrate --from sqlite:~/memoir.db --to postgresql://memoir@db.example/memoir
   memoir doctor                     check the database, the model and the configuration
 
 database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     )
     parser.add_argument("--version", action="version", version=f"memoir {memoir.__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="SQLite database file (env MEMOIR_DB; default: the user data directory)")
+    common.add_argument("--db", help="SQLite database file, or a postgresql:// URL (env MEMOIR_DB; default: a file in the user data directory)")
     user = argparse.ArgumentParser(add_help=False)
     user.add_argument("--user", help="user id (env MEMOIR_USER_ID; default 'default')")
     output = argparse.ArgumentParser(add_help=False)
@@ -731,6 +760,15 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     backup = sub.add_parser("backup", parents=[common], help="copy the database safely, even while a server runs")
     backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")
     backup.set_defaults(run=_backup, reads_only=True)
+
+    migrate = sub.add_parser(
+        "migrate", help="copy a whole database to another backend (SQLite <-> PostgreSQL): memories, history, tokens, vectors, OAuth",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="DB",
+                         help="the database to copy: sqlite:PATH (or a path), or a postgresql:// URL")
+    migrate.add_argument("--to", dest="target", required=True, metavar="DB",
+                         help="an empty (or new) database: sqlite:PATH, or a postgresql:// URL")
+    migrate.set_defaults(run=_migrate)
 
     token = sub.add_parser("token", help="bearer tokens, OAuth sign-in codes and grants for SSE / HTTP: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)

@@ -109,6 +109,14 @@ class PostgresBackend:
                 self._foreign += 1  # another instance wrote since this one last looked
             self._known = version
 
+    async def after_copy(self, db: postgres.Connection) -> None:
+        """Identity sequences do not follow ids inserted as they are: set each past its largest id."""
+        for table, column in (("memories", "id"), ("history", "event_id"), ("fts_pending", "seq"), ("keyword_users", "uid")):
+            await db.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), coalesce(max({column}), 0) + 1, false)"
+                f" FROM {table}"
+            )
+
     # -- reading ---------------------------------------------------------------------------
 
     def state(self, db: postgres.SyncConnection) -> int:

@@ -58,6 +58,9 @@ class SQLiteBackend:
     ) -> bool:
         return _begin_and_commit(db, statements, busy_ms, usual_busy_ms)
 
+    async def after_copy(self, db: aiosqlite.Connection) -> None:
+        """Nothing to do: SQLite's next row id follows the largest one (and AUTOINCREMENT's too)."""
+
     def state(self, db: sqlite3.Connection) -> tuple[int, int]:
         """On a connection's thread: a token that changes whenever the database may have changed
         under this connection (another connection's commit, or its own writes)."""
