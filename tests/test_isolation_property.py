@@ -206,9 +206,10 @@ def test_isolation_on_stdio(tmp_path: Path) -> None:
 
 
 # The handshake era real hosts use; the 2026-07-28 era costs ~50 ms a call over HTTP in mcp 2.3 (SDK-side).
+@pytest.mark.both_backends
 @pytest.mark.parametrize("mode", ["legacy"])
-def test_isolation_on_http_with_a_token_per_user(tmp_path: Path, mode: str) -> None:
-    db = tmp_path / "m.db"
+def test_isolation_on_http_with_a_token_per_user(db_path: Path | str, mode: str) -> None:
+    db = db_path
     runner = LoopRunner()
     with memoir_server("http", db, env={**FAST, "MEMOIR_RATE_LIMIT": "0"}) as server:
         try:
