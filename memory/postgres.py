@@ -21,6 +21,7 @@ sends BEGIN / COMMIT / ROLLBACK itself (through its backend, memory/backends/pos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import threading
@@ -157,16 +158,53 @@ class SyncCursor:
 
 
 class SyncConnection:
-    """sqlite3's Connection surface (execute, executemany) over one psycopg connection."""
+    """sqlite3's Connection surface (execute, executemany) over one psycopg connection.
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    A connection the server dropped (a restart, a failover, an idle timeout) is made again, and
+    the statement retried once, when nothing can have been half done: outside a transaction, for
+    a read or the BEGIN of a write. A write's COMMIT is never retried: its outcome is unknown, and
+    the caller is told so by the error.
+    """
+
+    def __init__(self, raw: psycopg.Connection[Any], conninfo: str = "", application_name: str = "memoir") -> None:
         self.raw = raw
+        self.conninfo = conninfo
+        self.application_name = application_name
+        self.setup: list[str] = []  # session settings, made again on a new connection
         self.total_changes = 0  # rows written through this connection (sqlite3 has the same counter)
 
+    @property
+    def _lost(self) -> bool:
+        return self.raw.closed or self.raw.broken
+
+    def configure(self, statement: str) -> None:
+        """A session setting (e.g. SET lock_timeout), kept across reconnections."""
+        self.setup.append(statement)
+        self.execute(statement)
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        self.raw = _raw_connect(self.conninfo, self.application_name)
+        for statement in self.setup:
+            self.raw.execute(statement)
+
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> SyncCursor:
+        if self.conninfo and self._lost and sql.strip().upper() == "ROLLBACK":
+            self._reconnect()  # the transaction died with the connection: nothing to roll back
+            return SyncCursor([], 0, None)
         text, bound = _bind(sql, params)
+        retry = self.conninfo and not self.in_transaction and sql.lstrip()[:6].upper() in ("BEGIN", "SELECT")
         try:
-            cursor = self.raw.execute(text, bound)
+            if retry and self._lost:
+                self._reconnect()
+            try:
+                cursor = self.raw.execute(text, bound)
+            except psycopg.OperationalError:
+                if not (retry and self._lost):
+                    raise
+                self._reconnect()  # the server dropped the connection: once more on a new one
+                cursor = self.raw.execute(text, bound)
             rows = cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as exc:
             raise _sqlite_error(exc) from exc
@@ -193,18 +231,22 @@ class SyncConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return self.raw.info.transaction_status not in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)
 
     def close(self) -> None:
         self.raw.close()
 
 
+def _raw_connect(conninfo: str, application_name: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(conninfo, autocommit=True, row_factory=_row_factory, application_name=application_name)
+
+
 def connect_sync(conninfo: str, *, application_name: str = "memoir") -> SyncConnection:
     try:
-        raw = psycopg.connect(conninfo, autocommit=True, row_factory=_row_factory, application_name=application_name)
+        raw = _raw_connect(conninfo, application_name)
     except psycopg.Error as exc:
         raise _sqlite_error(exc) from exc
-    return SyncConnection(raw)
+    return SyncConnection(raw, conninfo, application_name)
 
 
 # -- the async side ---------------------------------------------------------------------------

@@ -199,3 +199,20 @@ async def test_a_database_from_a_newer_memoir_is_refused(new_database: Callable[
 async def test_an_unreachable_server_is_a_clear_error(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(sqlite3.OperationalError, match="connection"):
         await Store.open(f"postgresql://nobody@/nowhere?host={tmp_path}")
+
+
+async def test_connections_the_server_dropped_are_made_again(db_path: str) -> None:
+    store = await Store.open(db_path)
+    try:
+        first = await store.add("ava", "Ava likes tea")
+        with psycopg.connect(db_path, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'memoir' AND datname = current_database()"
+            ).fetchone()[0]
+        assert killed == 2  # the writer and the reader
+        second = await store.add("ava", "Ava likes coffee")  # BEGIN on a new connection
+        assert [m.memory_id for m in (await store.list("ava")).memories] == [second.memory_id, first.memory_id]
+        await store.update("ava", first.memory_id, memory="Ava likes green tea")
+    finally:
+        await store.close()

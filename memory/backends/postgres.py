@@ -49,7 +49,7 @@ class PostgresBackend:
     async def open(self, synchronous: str, busy_timeout_ms: int) -> tuple[postgres.Connection, postgres.Connection]:
         writer = await postgres.Connection.connect(self.location)
         try:
-            await writer.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+            await writer._execute(writer._conn.configure, f"SET lock_timeout = {int(busy_timeout_ms)}")
             await writer._execute(migrate, writer._conn)
             reader = await postgres.Connection.connect(self.location)
         except BaseException:
