@@ -1,15 +1,16 @@
-"""Ranking for memory search: the FTS5 query builder and hybrid fusion. Pure functions, no I/O.
+"""Ranking for memory search: the keyword query's terms and hybrid fusion. Pure functions, no I/O.
 
-Keyword query (:func:`build_fts_query`)
-    Unicode word tokens, lower-cased, English stop words (:data:`STOP_WORDS`) dropped, each
-    term quoted (user text never reaches MATCH as syntax) and OR-ed; BM25 ranks. No prefix
-    ``*`` by default: the porter tokenizer already conflates inflections, and prefixing changed
+Keyword query (:func:`query_terms`)
+    Unicode word tokens, lower-cased, English stop words (:data:`STOP_WORDS`) dropped; a memory
+    matches when it holds any of them, and BM25 ranks (memory/keyword_index.py: FTS5's porter
+    words and bm25 exactly, with the user's own statistics). No prefix matching: the porter
+    stemmer already conflates inflections, and prefixing changed
     LoCoMo hit@5 by +1.0 / -1.1 points depending on the stop list (noise). Larger stop lists,
     question words ("kind", "type", "likely"...) and other tweaks all moved hit@5 by at most one
     question in 383: keyword construction is not where the gains are.
 
 Hybrid fusion (:func:`fuse`) -- the recipe
-    1. Candidates: the top 100 keyword hits (FTS5 BM25) and the top 100 semantic hits (cosine
+    1. Candidates: the top 100 keyword hits (BM25) and the top 100 semantic hits (cosine
        of all-MiniLM-L6-v2 vectors of :func:`memoir.memory.embeddings.embedding_text`).
     2. Each list is min-max normalised to [0, 1] over its own candidates (best = 1, the 100th
        = 0); ``base = kw_norm + 0.7 * sem_norm`` (a memory missing from a list gets 0 there).
@@ -251,7 +252,9 @@ def query_terms(query: str, stop_words: Iterable[str] = STOP_WORDS) -> list[str]
 
 
 def build_fts_query(query: str, *, prefix: bool = False) -> str | None:
-    """The FTS5 MATCH string for a user query, or None when it holds only stop words.
+    """The FTS5 MATCH string for a user query, or None when it holds only stop words: for the
+    research benches' in-memory FTS5 copies (bench/locomo_research.py), which rank as the
+    product's own index does (tests/test_keyword_index.py compares the two).
 
     ``"term1" OR "term2" ...`` -- every term quoted (a ``"`` inside is doubled), so FTS5
     operators or column filters typed by a user are searched as words, never run as syntax.
@@ -311,8 +314,8 @@ def fuse(
 ) -> list[tuple[str, float]]:
     """Fuse keyword and semantic hits into one list of ``(memory_id, score)``, best first.
 
-    - ``keyword``: ``[(memory_id, bm25)]`` best first, up to :data:`CANDIDATES`. Either FTS5's
-      raw ``bm25()`` (negative, more negative = better) or its negation: the magnitude is used.
+    - ``keyword``: ``[(memory_id, bm25)]`` best first, up to :data:`CANDIDATES`. Either BM25
+      (positive) or FTS5's raw ``bm25()`` (negative, more negative = better): the magnitude is used.
     - ``semantic``: ``[(memory_id, cosine)]`` best first, up to :data:`CANDIDATES`.
     - ``created_at``: ISO-8601 UTC string for every candidate id (tie-break: newer first).
     - ``position``: optional, each candidate's index in the user's own timeline (memories

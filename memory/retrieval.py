@@ -1,6 +1,6 @@
 """Choosing and running a retrieval method for `search_memories`.
 
-- `keyword`: FTS5 BM25 over text and topics (memory/ranking.py builds the safe MATCH).
+- `keyword`: BM25 over text and topics, with the user's own statistics (memory/keyword_index.py).
 - `semantic`: cosine similarity of local embeddings (memory/vectors.py).
 - `hybrid`: both, fused by memory/ranking.py (score blend + timeline neighbours, recency as the
   tie-break). The default with a query. Without embeddings it runs `keyword` and says so.
@@ -24,7 +24,7 @@ from typing import Literal
 
 from .errors import InvalidArgument, MethodUnavailable
 from .models import ScoredMemory
-from .ranking import CANDIDATES, DEFAULT_MIN_RELEVANCE, build_fts_query, coverage, fuse, query_terms, relevance, term_weight
+from .ranking import CANDIDATES, DEFAULT_MIN_RELEVANCE, coverage, fuse, query_terms, relevance, term_weight
 from .store import Filters, Store
 from .vectors import VectorIndex
 
@@ -113,7 +113,7 @@ class Retriever:
             results = await self.store.by_time(user_id, newest_first=method == "last_n", limit=limit, filters=filters)
             return SearchOutcome(results, method)
         assert query is not None
-        if build_fts_query(query) is None:  # only stop words: nothing to look for, by any method
+        if not query_terms(query):  # only stop words: nothing to look for, by any method
             return SearchOutcome([], method if self.vectors is not None or method != "hybrid" else "keyword")
         if method == "keyword" or (method == "hybrid" and self.vectors is None):
             # Without embeddings hybrid is keyword, and the result says so.
@@ -138,7 +138,7 @@ class Retriever:
         cap = self.store.limits.query_max_chars
         for text in texts:
             query = text[-cap:]
-            if build_fts_query(query) is None and self.vectors is None:
+            if not query_terms(query) and self.vectors is None:
                 continue
             for rank, hit in enumerate(await self.candidates(user_id, query, k)):
                 if hit.memory_id not in best or rank < best[hit.memory_id][0]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -28,8 +27,10 @@ from .deadline import commit_point
 from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
-from .ranking import fts_match, query_terms
+from . import keyword_index
 from .backends import backend_for
+from .keyword_index import IndexStats
+from .ranking import query_terms
 from .secrets import SecretsPolicy
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -152,9 +153,9 @@ class Store:
         # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
         self._changes: list[Changed] = []
         self._listeners: list[Callable[[list[Changed]], Awaitable[None]]] = []
-        # What keyword searches learned about each user's full-text index (so: the indexes known
-        # to exist), valid while no other connection has committed (PRAGMA data_version).
-        self._index_stats: dict[str, _IndexStats] = {}
+        # What keyword searches learned about each user's keyword index (so: the users known to
+        # have one), valid while no other connection has committed (PRAGMA data_version).
+        self._index_stats: dict[str, IndexStats] = {}
         self._background: set[asyncio.Future[Any]] = set()  # ROLLBACKs queued behind an abandoned BEGIN
         self.path = path
         self.limits = limits
@@ -430,9 +431,8 @@ class Store:
             deleted = cursor.rowcount
             self._changes += [Changed(user_id, r["memory_id"], None) for r in gone]
             await db.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
-            # The words of the user's memories live in their index too: drop it all.
-            await db.execute("DELETE FROM fts_pending WHERE user_id = ?", (user_id,))
-            await db.execute(f"DROP TABLE IF EXISTS {fts_table(user_id)}")
+            # The words of the user's memories live in the keyword index too: drop them all.
+            await _in_thread(db, keyword_index.drop_user, user_id)
             return deleted
 
     async def undo(self, event_id: int, *, user_id: str | None = None, change: Change | None = None) -> HistoryEvent:
@@ -586,26 +586,27 @@ class Store:
     async def keyword(
         self, user_id: str, query: str, *, limit: int, filters: Filters = Filters()
     ) -> list[ScoredMemory]:
-        """FTS5 BM25 over text and topics; the score is BM25 negated, so higher is better."""
+        """BM25 over text and topics (memory/keyword_index.py), with the user's own statistics."""
         rows = await self._keyword_rows(user_id, query, _MEMORY_COLUMNS, limit, filters)
-        return [_scored(r, -float(r["rank"])) for r in rows]
+        return [_scored(r, float(r["score"])) for r in rows]
 
     async def keyword_ranked(
         self, user_id: str, query: str, *, limit: int, filters: Filters = Filters()
     ) -> list[tuple[str, float]]:
         """`keyword` as `(memory_id, score)` only: candidates for fusion, without loading memories."""
         rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters)
-        return [(r["memory_id"], -float(r["rank"])) for r in rows]
+        return [(r["memory_id"], float(r["score"])) for r in rows]
 
     async def term_matches(
         self, user_id: str, terms: Sequence[str], memory_ids: Sequence[str]
     ) -> tuple[int, dict[str, int], dict[str, set[str]]]:
-        """For relevance (memory/ranking.py): the number of memories in the user's full-text
+        """For relevance (memory/ranking.py): the number of memories in the user's keyword
         index, how many hold each of `terms` (counted up to half of them + 1, as the keyword
         search counts common words), and which of `terms` each of `memory_ids` holds. Call it
         after a keyword search, which brings the index up to date."""
-        fts = fts_table(user_id)
-        return await _in_thread(self._reader, _term_matches, fts, list(terms), list(memory_ids), self._index_stats.get(fts))
+        return await _in_thread(
+            self._reader, _term_matches, self._backend.state, user_id, list(terms), list(memory_ids), self._index_stats.get(user_id)
+        )
 
     async def _keyword_rows(
         self, user_id: str, query: str, columns: str, limit: int, filters: Filters
@@ -617,14 +618,13 @@ class Store:
         # rows there (few, read from their partial index). Other filters join every match.
         where, params = filters.sql() if filters.narrows else ("", [])
         retired = filters.current_only and not filters.narrows
-        fts = fts_table(user_id)
 
         async def read(check_pending: bool) -> _KeywordRead:
             # One trip to the reader's thread (three before: queued changes, common words, the
             # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
             return await _in_thread(
-                self._reader, _keyword_read,
-                user_id, fts, terms, columns, limit, where, params, self._index_stats.get(fts), check_pending, retired,
+                self._reader, _keyword_read, self._backend.state,
+                user_id, terms, columns, limit, where, params, self._index_stats.get(user_id), check_pending, retired,
             )
 
         found = await read(check_pending=True)
@@ -636,37 +636,23 @@ class Store:
             # checked, and later searches at that state would skip them (an acknowledged add,
             # committed between the apply and this read, stayed unfound until the next write).
             found = await read(check_pending=False)
-            self._index_stats.pop(fts, None)
+            self._index_stats.pop(user_id, None)
         elif found.stats is None:
-            self._index_stats.pop(fts, None)
+            self._index_stats.pop(user_id, None)
         else:
-            self._index_stats[fts] = found.stats
+            self._index_stats[user_id] = found.stats
         return found.rows
 
     async def sync_index(self, user_id: str) -> bool:
-        """Apply the user's queued changes to the user's full-text index; False if there is none."""
+        """Apply the user's queued changes to the keyword index; False if the user has none."""
         if await _in_thread(self._reader, _has_pending, user_id):
             async with self.transaction() as db:
                 await self._apply_pending(db, user_id)
-        return await _in_thread(self._reader, _index_exists, fts_table(user_id))
+        rows = await _fetchall(self._reader, "SELECT 1 FROM keyword_users WHERE user_id = ?", (user_id,))
+        return bool(rows)
 
     async def _apply_pending(self, db: aiosqlite.Connection, user_id: str) -> None:
-        pending = await _fetchall(
-            db, "SELECT seq, id, memory, topics FROM fts_pending WHERE user_id = ? ORDER BY seq", (user_id,)
-        )
-        if not pending:
-            return
-        fts = fts_table(user_id)
-        await db.execute(
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5 (memory, topics, tokenize = 'porter unicode61')"
-        )
-        latest = {row["id"]: row for row in pending}  # the last change of each memory is its state now
-        await db.executemany(f"DELETE FROM {fts} WHERE rowid = ?", [(i,) for i in latest])
-        await db.executemany(
-            f"INSERT INTO {fts} (rowid, memory, topics) VALUES (?, ?, ?)",
-            [(i, r["memory"], r["topics"]) for i, r in latest.items() if r["memory"] is not None],
-        )
-        await db.execute("DELETE FROM fts_pending WHERE user_id = ? AND seq <= ?", (user_id, pending[-1]["seq"]))
+        await _in_thread(db, keyword_index.apply_pending, user_id)
 
     async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
         """Every recorded change of a memory, oldest first: only `user_id`'s events.
@@ -983,123 +969,89 @@ async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any)
 
 
 @dataclass
-class _IndexStats:
-    """What a keyword search learned about a user's full-text index, at one state of the database:
-    the reader's `PRAGMA data_version` (it moves when any other connection, this store's writer
-    included, commits) and its own `total_changes` (for an in-memory store, read where written)."""
-
-    version: tuple[int, int]
-    size: int  # rows in the index
-    matches: dict[str, int] = field(default_factory=dict)  # per word, counted up to half the size + 1
-
-
-@dataclass
 class _KeywordRead:
     rows: list[sqlite3.Row] = field(default_factory=list)
     pending: bool = False  # the user's index has queued changes: apply them, then read again
-    stats: _IndexStats | None = None  # None when the user has no index
+    stats: IndexStats | None = None  # None when the user has no index
 
 
 def _has_pending(db: sqlite3.Connection, user_id: str) -> bool:
-    """Whether changes to the user's memories wait to be applied to the user's index."""
+    """Whether changes to the user's memories wait to be applied to the keyword index."""
     return db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is not None
 
 
-def _index_exists(db: sqlite3.Connection, fts: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (fts,)).fetchone() is not None
-
-
 def _keyword_read(
-    db: sqlite3.Connection, user_id: str, fts: str, terms: list[str], columns: str, limit: int,
-    where: str, params: list[Any], stats: _IndexStats | None, check_pending: bool, without_retired: bool,
+    db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], columns: str, limit: int,
+    where: str, params: list[Any], stats: IndexStats | None, check_pending: bool, without_retired: bool,
 ) -> _KeywordRead:
-    """The user's best `limit` keyword matches for `terms` in `fts`, the user's index (FTS5 BM25
-    over text and topics); `without_retired`: leaving out superseded memories (when `where`,
-    which then says which memories are valid, is empty)."""
-    version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+    """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
+    user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
+    then says which memories are valid, is empty). `state(db)`: the backend's token for the
+    database's state as this connection sees it (it moves when any connection commits)."""
+    version = state(db)
     if stats is None or stats.version != version:
         # Nothing was committed since `stats` was taken with no changes queued: no need to look.
         if check_pending and _has_pending(db, user_id):
             return _KeywordRead(pending=True)
-        if not _index_exists(db, fts):
+        stats = keyword_index.stats(db, user_id, version)
+        if stats is None:
             return _KeywordRead()  # the user has never had a memory
-        stats = _IndexStats(version, int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0]))
-    match = match_without_common_terms(db, fts, terms, stats) or fts_match(terms)
-    rank = f"bm25({fts}, 1.0, 0.5)"
+    wanted = [w for ws in keyword_index.query_words(terms).values() for w in ws]
+    keyword_index.count_matches(db, stats, wanted)
+    ranked = keyword_index.ranked_words(stats, wanted)
+    if not ranked:
+        return _KeywordRead(stats=stats)
+    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked)
     if where:  # a filter is on memories' columns: filter every match, then keep the best
         sql = (
-            f"SELECT {columns}, {rank} AS rank FROM {fts} JOIN memories m ON m.id = {fts}.rowid"
-            f" WHERE {fts} MATCH ? AND m.user_id = ?{where} ORDER BY rank, m.created_at DESC, m.id DESC LIMIT ?"
+            f"SELECT {columns}, k.score FROM ({scores}) AS k JOIN memories m ON m.id = k.doc"
+            f" WHERE m.user_id = ?{where} ORDER BY k.score DESC, m.created_at DESC, m.id DESC LIMIT ?"
         )
-        rows = db.execute(sql, (match, user_id, *params, limit)).fetchall()
+        rows = db.execute(sql, (*scores_params, user_id, *params, limit)).fetchall()
     else:
-        # The index holds this user's memories only: rank it alone, and join just the best
-        # `limit` rows (joining every match first cost ~25% of a search at 10,000 memories).
+        # Rank the user's postings alone, and join just the best `limit` rows.
         retired = (
-            " AND rowid NOT IN (SELECT id FROM memories WHERE user_id = ? AND valid_to IS NOT NULL)"
+            " WHERE doc NOT IN (SELECT id FROM memories WHERE user_id = ? AND valid_to IS NOT NULL)"
             if without_retired else ""
         )
         sql = (
-            f"SELECT {columns}, k.rank FROM (SELECT rowid, {rank} AS rank FROM {fts} WHERE {fts} MATCH ?{retired}"
-            f" ORDER BY rank, rowid DESC LIMIT ?) AS k JOIN memories m ON m.id = k.rowid"
-            " ORDER BY k.rank, m.created_at DESC, m.id DESC"
+            f"SELECT {columns}, k.score FROM (SELECT doc, score FROM ({scores}) AS s{retired}"
+            " ORDER BY score DESC, doc DESC LIMIT ?) AS k JOIN memories m ON m.id = k.doc"
+            " ORDER BY k.score DESC, m.created_at DESC, m.id DESC"
         )
-        rows = db.execute(sql, (match, user_id, limit) if without_retired else (match, limit)).fetchall()
+        rows = db.execute(sql, (*scores_params, *((user_id,) if without_retired else ()), limit)).fetchall()
     return _KeywordRead(rows=rows, stats=stats)
 
 
 def _term_matches(
-    db: sqlite3.Connection, fts: str, terms: list[str], memory_ids: list[str], stats: _IndexStats | None
+    db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], memory_ids: list[str], stats: IndexStats | None
 ) -> tuple[int, dict[str, int], dict[str, set[str]]]:
-    """See `Store.term_matches`; the counts the keyword search kept for this state are reused."""
+    """See `Store.term_matches`; the counts the keyword search kept for this state are reused.
+    A term of several index words ("e-mail") counts as its rarest and is held when any is."""
     held: dict[str, set[str]] = {m: set() for m in memory_ids}
-    if not _index_exists(db, fts):
-        return 0, {t: 0 for t in terms}, held
-    version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+    version = state(db)
     if stats is None or stats.version != version:
-        stats = _IndexStats(version, int(db.execute(f"SELECT count(*) FROM {fts}_docsize").fetchone()[0]))
-    cap = stats.size // 2 + 1
-    for term in terms:
-        if term not in stats.matches:
-            stats.matches[term] = int(db.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {cap})", (fts_match([term]),)
-            ).fetchone()[0])
-    counts = {t: stats.matches[t] for t in terms}
+        stats = keyword_index.stats(db, user_id, version)
+        if stats is None:
+            return 0, {t: 0 for t in terms}, held
+    by_term = keyword_index.query_words(terms)
+    keyword_index.count_matches(db, stats, [w for ws in by_term.values() for w in ws])
+    counts = {t: min((stats.matches[w] for w in ws), default=0) for t, ws in by_term.items()}
     if memory_ids:
-        rowid_of: dict[int, str] = {}
+        doc_of: dict[int, str] = {}
         for chunk, marks in _id_chunks(memory_ids):
-            rowid_of.update(
+            doc_of.update(
                 (int(r[0]), r[1]) for r in db.execute(f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
             )
-        rowids = ",".join(map(str, rowid_of))  # integers from the table itself
-        for term in terms:
-            if counts[term] and rowids:
-                for (rowid,) in db.execute(f"SELECT rowid FROM {fts} WHERE {fts} MATCH ? AND rowid IN ({rowids})", (fts_match([term]),)):
-                    held[rowid_of[rowid]].add(term)
+        words = [w for t, ws in by_term.items() if counts[t] for w in ws]
+        terms_of_word: dict[str, list[str]] = {}
+        for t, ws in by_term.items():
+            for w in ws:
+                terms_of_word.setdefault(w, []).append(t)
+        for doc, word in keyword_index.holders(db, stats.uid, words, list(doc_of)):
+            held[doc_of[doc]].update(terms_of_word[word])
     return stats.size, counts, held
 
-
-def match_without_common_terms(db: sqlite3.Connection, fts: str, terms: Sequence[str], stats: _IndexStats) -> str | None:
-    """The MATCH for `terms` without the words found in over half of the user's memories.
-
-    BM25 gives such a word (the user's own name, say) a weight of about zero, yet scoring
-    it means scoring most of the user's memories: at 10,000 memories that is most of a
-    search's time. Counting a word's matches stops at the half-way mark, and each word is
-    counted once while the database is unchanged (`stats`), so it stays cheap.
-    None when no word is that common, or when every word is (then nothing ranks better).
-    """
-    half = stats.size // 2
-    if len(terms) < 2 or half < 50:  # a small store: scoring everything is cheap anyway
-        return None
-    uncounted = [term for term in terms if term not in stats.matches]
-    if uncounted:
-        count = f"(SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {half + 1}))"
-        found = db.execute("SELECT " + ", ".join([count] * len(uncounted)), [fts_match([t]) for t in uncounted]).fetchone()
-        stats.matches.update(zip(uncounted, map(int, found)))
-    kept = [term for term in terms if stats.matches[term] <= half]
-    if not kept or len(kept) == len(terms):
-        return None
-    return fts_match(kept)
 
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -1249,11 +1201,6 @@ def _same(current: Memory | None, recorded: Memory) -> bool:
         and current.topics == recorded.topics
         and current.updated_at == recorded.updated_at
     )
-
-
-def fts_table(user_id: str) -> str:
-    """The name of the user's own full-text index (user ids are not valid SQL names; a hash is)."""
-    return "fts_user_" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
 
 
 def _id_chunks(ids: Sequence[str], size: int = 500) -> Iterable[tuple[list[str], str]]:

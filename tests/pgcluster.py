@@ -47,7 +47,8 @@ class Cluster:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     @classmethod
-    def start(cls) -> Cluster:
+    def start(cls, *, durable: bool = False) -> Cluster:
+        """`durable`: fsync and synchronous commits on, PostgreSQL's defaults (for benches)."""
         bin_dir = pg_bin()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL is not installed (no initdb): apt-get install postgresql")
@@ -61,9 +62,9 @@ class Cluster:
             shutil.chown(cluster.socket, user=as_user)
         cluster._run("initdb", "-D", str(cluster.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                      "--locale=C.UTF-8", "--no-sync")
-        options = (
-            f"-c listen_addresses='' -c unix_socket_directories='{cluster.socket}' -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB"
+        options = f"-c listen_addresses='' -c unix_socket_directories='{cluster.socket}' -c max_connections=200"
+        options += " -c shared_buffers=128MB" if durable else (
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=64MB"
         )
         cluster._run("pg_ctl", "-D", str(cluster.data), "-o", options, "-w", "-s", "-l",
                      str(cluster.root / "server.log"), "start")
@@ -101,3 +102,21 @@ class Cluster:
 
 def database_name(url: str) -> str:
     return url.split("@/", 1)[1].split("?", 1)[0]
+
+
+if __name__ == "__main__":
+    # For benches by hand: `python tests/pgcluster.py [NAME ...]` starts a cluster (durable: fsync
+    # and synchronous commits on), creates the databases named, prints each one's URL and runs
+    # until its standard input closes (or Ctrl-C).
+    import sys
+
+    cluster = Cluster.start(durable=True)
+    try:
+        for name in sys.argv[1:] or ["memoir"]:
+            cluster.admin(f'CREATE DATABASE "{name}"')
+            print(cluster.url(name), flush=True)
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()

@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memoir.memory.store import Store, fts_table
+from memoir.memory.store import Store
 from tests.netclients import connect
 from tests.servers import start_server
 
@@ -83,7 +83,9 @@ async def check_database(db: Path, ledger: Ledger) -> int:
     con = sqlite3.connect(db)
     try:
         indexed = {
-            user: con.execute(f"SELECT count(*) FROM {fts_table(user)} WHERE {fts_table(user)} MATCH '\"fact\"'").fetchone()[0]
+            user: con.execute(
+                "SELECT count(*) FROM keyword_postings JOIN keyword_users USING (uid) WHERE user_id = ? AND term = 'fact'", (user,)
+            ).fetchone()[0]
             for user in per_user
         }
     finally:

@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 
 from memoir.memory.schema import MIGRATIONS
-from memoir.memory.store import Store, fts_table
+from memoir.memory.store import Store
 from memoir.memory import transfer
 from memoir.tools.context import AppContext
 

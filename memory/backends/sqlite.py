@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from ..schema import MIGRATIONS
+from ..schema import AFTER_MIGRATION, MIGRATIONS
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -196,6 +196,8 @@ async def migrate(db: aiosqlite.Connection) -> int:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in _statements(script):
                 await db.execute(statement)
+            if number in AFTER_MIGRATION:
+                await db._execute(AFTER_MIGRATION[number], db._conn)
             await db.execute(f"PRAGMA user_version = {number}")
     except BaseException:
         await db.execute("ROLLBACK")

@@ -1,0 +1,176 @@
+"""The keyword index shared by every user (memory/keyword_index.py): FTS5's BM25 with each
+user's own statistics, no schema object per user, and databases of the per-user FTS5 era
+migrated."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memoir.memory import keyword_index
+from memoir.memory.ranking import query_terms
+from memoir.memory.schema import MIGRATIONS, SCHEMA_VERSION
+from memoir.memory.store import Store, _statements
+
+WORDS = ["ski", "skiing", "tea", "green", "coffee", "lisbon", "pottery", "market", "ava", "bob", "run", "runs"]
+
+
+def fts5_scores(docs: list[tuple[str, list[str]]], query: str) -> list[float]:
+    """What the per-user FTS5 table of migration 4 ranked: `bm25(index, 1.0, 0.5)`, negated."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE f USING fts5 (memory, topics, tokenize = 'porter unicode61')")
+    db.executemany("INSERT INTO f (memory, topics) VALUES (?, ?)", [(m, json.dumps(t)) for m, t in docs])
+    match = " OR ".join(f'"{t}"' for t in query_terms(query))
+    return sorted(-r[0] for r in db.execute("SELECT bm25(f, 1.0, 0.5) FROM f WHERE f MATCH ?", (match,)))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    docs=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(WORDS + ["the", "to", "and"]), min_size=1, max_size=12).map(" ".join),
+            st.lists(st.sampled_from(WORDS), max_size=3, unique=True),
+        ),
+        min_size=1, max_size=25,
+    ),
+    others=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), max_size=30),
+    query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join),
+)
+async def test_scores_are_fts5_bm25_over_the_users_own_memories(docs, others, query, tmp_path: Path) -> None:
+    """Whatever another user stores, a user's scores are exactly those of an FTS5 table holding
+    only that user's memories (the index these replace)."""
+    store = await Store.open(tmp_path / f"bm25-{abs(hash((tuple(map(str, docs)), tuple(others), query)))}.db")
+    try:
+        for text in others:
+            await store.add("bob", text)
+        for text, topics in docs:
+            await store.add("ava", text, topics)
+        ours = sorted(m.score for m in await store.keyword("ava", query, limit=100))
+    finally:
+        await store.close()
+    theirs = fts5_scores(docs, query)
+    assert len(ours) == len(theirs)
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+async def test_no_schema_object_per_user(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "many.db")
+    try:
+        await store.add("user-0", "Ava likes to ski")
+        await store.keyword("user-0", "ski", limit=5)
+        with sqlite3.connect(store.path) as db:
+            objects = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        for i in range(1, 60):
+            await store.add(f"user-{i}", f"User {i} likes to ski")
+            assert [m.memory for m in await store.keyword(f"user-{i}", "skiing", limit=5)] == [f"User {i} likes to ski"]
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == objects
+            assert keyword_index.problems(db) == []
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("first", ["ava", "bob"])
+async def test_a_row_id_reused_by_another_user_is_indexed_for_its_new_owner(tmp_path: Path, first: str) -> None:
+    """SQLite reuses the largest row id once its row is deleted: ava's deleted memory and bob's
+    new one share it, and their users' queues are applied in either order."""
+    store = await Store.open(tmp_path / "reuse.db")
+    try:
+        await store.add("ava", "Ava keeps bees")
+        await store.keyword("ava", "bees", limit=5)  # indexed for ava
+        gone = await store.add("ava", "Ava plays the cello")
+        await store.keyword("ava", "cello", limit=5)
+        reused = (await store.rowids([gone.memory_id]))[gone.memory_id]
+        await store.delete("ava", gone.memory_id)
+        bob = await store.add("bob", "Bob plays the cello too")
+        assert (await store.rowids([bob.memory_id]))[bob.memory_id] == reused
+        for user in (first, "bob" if first == "ava" else "ava"):
+            await store.keyword(user, "cello", limit=5)
+        assert await store.keyword("ava", "cello", limit=5) == []
+        assert [m.memory_id for m in await store.keyword("bob", "cello", limit=5)] == [bob.memory_id]
+        assert [m.memory for m in await store.keyword("ava", "bees", limit=5)] == ["Ava keeps bees"]
+        with sqlite3.connect(store.path) as db:
+            assert keyword_index.problems(db) == []
+    finally:
+        await store.close()
+
+
+async def test_purging_a_user_leaves_nothing_of_them_in_the_index(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "purge.db")
+    try:
+        await store.add("ava", "Ava likes to ski")
+        await store.add("ava", "!!!")  # no words: indexed with none
+        await store.add("bob", "Bob likes to ski")
+        await store.keyword("ava", "ski", limit=5)
+        await store.purge("ava")
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT count(*) FROM keyword_users WHERE user_id = 'ava'").fetchone()[0] == 0
+            assert db.execute("SELECT count(*) FROM keyword_docs").fetchone()[0] == 0  # bob's is still queued
+            assert db.execute("SELECT count(*) FROM fts_pending WHERE user_id = 'ava'").fetchone()[0] == 0
+        assert [m.memory for m in await store.keyword("bob", "ski", limit=5)] == ["Bob likes to ski"]
+        with sqlite3.connect(store.path) as db:
+            assert keyword_index.problems(db) == []
+    finally:
+        await store.close()
+
+
+async def test_a_database_of_per_user_fts5_tables_is_migrated(tmp_path: Path) -> None:
+    """A version-6 database (one FTS5 table per user, some changes still queued) opens at the
+    current version: the old tables are gone and every memory is found as before."""
+    path = tmp_path / "v6.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:6]:
+        for statement in _statements(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 6")
+    texts = {"ava": ["Ava likes to ski", "Ava lives in Lisbon"], "bob": ["Bob runs marathons"]}
+    for i, (user, memories) in enumerate((u, ms) for u, ms in texts.items()):
+        for j, text in enumerate(memories):
+            db.execute(
+                "INSERT INTO memories (memory_id, user_id, memory, created_at, updated_at, valid_from)"
+                " VALUES (?, ?, ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                (f"m{i}{j}", user, text),
+            )
+    # ava's changes were applied to her own FTS5 table (the old store's way); bob's are still queued.
+    db.execute("CREATE VIRTUAL TABLE fts_user_0123456789abcdef01234567 USING fts5 (memory, topics, tokenize = 'porter unicode61')")
+    db.execute("INSERT INTO fts_user_0123456789abcdef01234567 (rowid, memory, topics) SELECT id, memory, topics FROM memories WHERE user_id = 'ava'")
+    db.execute("DELETE FROM fts_pending WHERE user_id = 'ava'")
+    db.close()
+
+    store = await Store.open(path)
+    try:
+        assert [m.memory for m in await store.keyword("ava", "skiing", limit=5)] == ["Ava likes to ski"]
+        assert [m.memory for m in await store.keyword("bob", "marathon", limit=5)] == ["Bob runs marathons"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name GLOB 'fts_user_*'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM fts_pending").fetchone()[0] == 0
+        assert keyword_index.problems(db) == []
+
+
+@pytest.mark.parametrize("text", [
+    "Skiing in Zürich, e-mail: ÉTÉ_2024!",
+    "is as s a I'm don't",
+    "Caroline's LGBTQ support-group meetings, 3x a week (2023)",
+    "naïve café résumé CRÈME brûlée",
+    "running runner runs ran; generalizations relational conditional",
+])
+def test_words_are_fts5_porter_unicode61_words(text: str) -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE f USING fts5 (t, tokenize = 'porter unicode61')")
+    db.execute("CREATE VIRTUAL TABLE v USING fts5vocab (f, 'instance')")
+    db.execute("INSERT INTO f (t) VALUES (?)", (text,))
+    assert keyword_index.words(text) == [r[0] for r in db.execute("SELECT term FROM v ORDER BY offset")]
+
+
+def test_a_documents_topics_count_half_and_its_length_is_every_token() -> None:
+    assert keyword_index.document("Ava skis, Ava runs", '["running"]') == keyword_index.Document(
+        length=5, tf={"ava": 2.0, "ski": 1.0, "run": 1.5}
+    )
