@@ -15,9 +15,21 @@ from hypothesis import strategies as st
 from memoir.memory import keyword_index
 from memoir.memory.ranking import query_terms
 from memoir.memory.schema import MIGRATIONS, SCHEMA_VERSION
-from memoir.memory.store import Store, _statements
+from memoir.memory.backends.sqlite import _statements
+from memoir.memory.store import Store
 
 WORDS = ["ski", "skiing", "tea", "green", "coffee", "lisbon", "pottery", "market", "ava", "bob", "run", "runs"]
+
+
+DOCS = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(WORDS + ["the", "to", "and"]), min_size=1, max_size=12).map(" ".join),
+        st.lists(st.sampled_from(WORDS), max_size=3, unique=True),
+    ),
+    min_size=1, max_size=25,
+)
+OTHERS = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), max_size=30)
+QUERY = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
 
 
 def fts5_scores(docs: list[tuple[str, list[str]]], query: str) -> list[float]:
@@ -30,17 +42,7 @@ def fts5_scores(docs: list[tuple[str, list[str]]], query: str) -> list[float]:
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    docs=st.lists(
-        st.tuples(
-            st.lists(st.sampled_from(WORDS + ["the", "to", "and"]), min_size=1, max_size=12).map(" ".join),
-            st.lists(st.sampled_from(WORDS), max_size=3, unique=True),
-        ),
-        min_size=1, max_size=25,
-    ),
-    others=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), max_size=30),
-    query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join),
-)
+@given(docs=DOCS, others=OTHERS, query=QUERY)
 async def test_scores_are_fts5_bm25_over_the_users_own_memories(docs, others, query, tmp_path: Path) -> None:
     """Whatever another user stores, a user's scores are exactly those of an FTS5 table holding
     only that user's memories (the index these replace)."""

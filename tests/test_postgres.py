@@ -20,10 +20,13 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from memoir.memory import postgres
+from hypothesis import HealthCheck, given, settings
+
+from memoir.memory import keyword_index, postgres
 from memoir.memory.store import Store
 from tests.netclients import connect, make_token, post_initialize, revoke_token
 from tests.servers import start_server
+from tests.test_keyword_index import DOCS, OTHERS, QUERY, fts5_scores
 
 
 @pytest.fixture
@@ -144,6 +147,11 @@ async def test_acknowledged_writes_survive_sigkill_of_one_instance_while_another
             assert len(await store.keyword(user, "fact", limit=100)) == min(count, 100)
     finally:
         await store.close()
+    db = postgres.connect_sync(db_path)
+    try:
+        assert keyword_index.problems(db) == []
+    finally:
+        db.close()
     print(f"{KILLS} SIGKILLs of one instance, {len(acked)} acknowledged adds over 2 instances, {len(rows)} present")
     assert len(acked) > KILLS * WRITERS
 
@@ -216,3 +224,30 @@ async def test_connections_the_server_dropped_are_made_again(db_path: str) -> No
         await store.update("ava", first.memory_id, memory="Ava likes green tea")
     finally:
         await store.close()
+
+
+_users = iter(range(1_000_000))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=DOCS, others=OTHERS, query=QUERY)
+async def test_scores_are_the_sqlite_backends_over_the_users_own_memories(docs, others, query, db_path: str) -> None:  # noqa: ANN001
+    """PostgreSQL ranks exactly as SQLite (whose equality with FTS5's BM25 is
+    tests/test_keyword_index.py's property), whatever another user stores (one database, fresh
+    users per example)."""
+    n = next(_users)
+    scores = []
+    for location in (db_path, ":memory:"):
+        store = await Store.open(location)
+        try:
+            for text in others:
+                await store.add(f"bob{n}", text)
+            for text, topics in docs:
+                await store.add(f"ava{n}", text, topics)
+            scores.append([(m.memory, m.score) for m in await store.keyword(f"ava{n}", query, limit=100)])
+        finally:
+            await store.close()
+    ours, sqlite_ = scores
+    assert [m for m, _ in ours] == [m for m, _ in sqlite_]
+    assert [s for _, s in ours] == pytest.approx([s for _, s in sqlite_], rel=1e-9, abs=1e-12)
+    assert len(ours) == len(fts5_scores(docs, query))

@@ -226,6 +226,7 @@ async def test_words_in_most_memories_do_not_decide_or_slow_a_search(store: Stor
     assert [m.memory_id for m in found] == [pottery.memory_id]
 
 
+@pytest.mark.both_backends
 async def test_what_a_search_learned_about_an_index_is_forgotten_when_another_process_changes_it(
     store: Store, db_path: Path
 ) -> None:
