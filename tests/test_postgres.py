@@ -17,6 +17,7 @@ import signal
 import sqlite3
 from collections.abc import Callable
 
+import httpx2
 import psycopg
 import pytest
 
@@ -76,6 +77,15 @@ async def test_two_instances_see_each_others_writes_and_tokens(db_path: str) -> 
             # Undo through the other instance: history is one, whichever instance wrote it.
             history = (await on_b.read_resource(f"memoir://memories/{written['memory_id']}/history")).contents[0].text
             assert '"delete"' in history and '"update"' in history
+
+            # The initialize handshake's session lives in the instance that made it (README: route by
+            # mcp-session-id); a request carrying it to another instance is told to start again.
+            session = (await post_initialize(a.url, token)).headers["mcp-session-id"]
+            async with httpx2.AsyncClient(timeout=10) as http:
+                listed = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+                headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}",
+                           "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+                assert (await http.post(b.url, json=listed, headers=headers)).status_code == 404
 
             # A token revoked through one instance's database is refused by both at once.
             other_id, other = await make_token(db_path, "bob")
