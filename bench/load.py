@@ -3,8 +3,10 @@ operations, throughput and latency percentiles per N.
 
     python bench/load.py                          # --clients 1,4,16 --ops 1000
     python bench/load.py --clients 1,8 --ops 4000 --mode auto --env MEMOIR_EMBEDDINGS=off
+    python bench/load.py --db postgresql://memoir@/memoir --instances 2 --clients 32   # clients spread over 2 servers
 
-The server runs on 127.0.0.1 on a free port with a fresh temporary database, with memoir's
+The server runs on 127.0.0.1 on a free port with a fresh temporary database (or `--db`, e.g. a
+PostgreSQL URL; `--instances N` starts N servers on it and spreads the clients over them), with memoir's
 defaults unless --env says otherwise. Each run with N clients does --ops operations in total:
 40% add_memory, 30% search_memories, 15% list_memories, 10% update_memory, 5% delete_memory,
 each client on its own user plus a shared one. Latency is per tool call, as the client sees it.
@@ -34,7 +36,7 @@ WORDS = "ski tea chess paris violin garden sailing denver sushi jazz marathon py
 MIX = [("add", 40), ("search", 30), ("list", 15), ("update", 10), ("delete", 5)]
 
 
-def start_server(db: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def start_server(db: Path | str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "memoir.server.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
          "--port", "0", "--db", str(db)],
@@ -110,10 +112,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def run(url: str, mode: str, clients: int, ops: int, seed: int) -> dict[str, object]:
+async def run(urls: list[str], mode: str, clients: int, ops: int, seed: int) -> dict[str, object]:
     per_client = [ops // clients + (1 if i < ops % clients else 0) for i in range(clients)]
     started = time.perf_counter()
-    results = await asyncio.gather(*(client_run(url, mode, i, n, seed) for i, n in enumerate(per_client)))
+    results = await asyncio.gather(
+        *(client_run(urls[i % len(urls)], mode, i, n, seed) for i, n in enumerate(per_client))
+    )
     elapsed = time.perf_counter() - started
     latencies = [x for r in results for x in r[0]]
     errors = [e for r in results for e in r[2]]
@@ -132,31 +136,37 @@ def main() -> None:
     parser.add_argument("--mode", choices=["legacy", "auto"], default="legacy",
                         help="protocol era: legacy = 2025-11-25 handshake (real hosts), auto = 2026-07-28")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
+    parser.add_argument("--db", default="", help="the database (e.g. a postgresql:// URL; default: a temporary SQLite file)")
+    parser.add_argument("--instances", type=int, default=1, help="servers on the database; clients round-robin over them")
     parser.add_argument("--warmup", type=int, default=20, help="untimed operations first (loads models)")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     counts = [int(c) for c in args.clients.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="memoir-load-") as tmp:
-        proc, url = start_server(Path(tmp) / "load.db", env)
+        db = args.db or Path(tmp) / "load.db"
+        servers = [start_server(db, env) for _ in range(args.instances)]
+        urls = [url for _, url in servers]
         try:
-            print(f"memoir serve --transport http at {url}; mode {args.mode}; env {env or 'defaults'}; "
+            print(f"memoir serve --transport http at {', '.join(urls)}; mode {args.mode}; env {env or 'defaults'}; "
                   f"{os.cpu_count()} CPUs")
-            asyncio.run(run(url, args.mode, 1, args.warmup, seed=0))
+            asyncio.run(run(urls, args.mode, 1, args.warmup, seed=0))
             print(f"{'clients':>7} {'ops':>6} {'seconds':>8} {'ops/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                   f"{'errors':>6}")
             for seed, n in enumerate(counts, start=1):
-                r = asyncio.run(run(url, args.mode, n, args.ops, seed))
+                r = asyncio.run(run(urls, args.mode, n, args.ops, seed))
                 print(f"{r['clients']:>7} {r['ops']:>6} {r['seconds']:>8.2f} {r['throughput']:>8.1f} {r['p50']:>8.1f} "
                       f"{r['p95']:>8.1f} {r['p99']:>8.1f} {len(r['errors']):>6}", flush=True)
                 for error in r["errors"][:5]:
                     print(f"        error: {error}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc, _ in servers:
+                proc.terminate()
+            for proc, _ in servers:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 if __name__ == "__main__":
