@@ -261,3 +261,39 @@ async def test_scores_are_the_sqlite_backends_over_the_users_own_memories(docs, 
     assert [m for m, _ in ours] == [m for m, _ in sqlite_]
     assert [s for _, s in ours] == pytest.approx([s for _, s in sqlite_], rel=1e-9, abs=1e-12)
     assert len(ours) == len(fts5_scores(docs, query))
+
+
+def test_the_command_line_takes_a_postgresql_url(db_path: str) -> None:
+    import json
+    import subprocess
+
+    from tests.servers import MEMOIR, clean_env
+
+    def memoir(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*MEMOIR, *args], capture_output=True, text=True, timeout=60,
+                              env=clean_env({"MEMOIR_EMBEDDINGS": "off", "MEMOIR_DB": db_path}))
+        assert (done.returncode == 0) == ok, done.stderr
+        return done
+
+    memoir("add", "Ava likes to ski", "--topic", "hobbies", "--user", "ava")
+    memoir("add", "Bob plays chess", "--user", "bob")
+    assert [u["user_id"] for u in json.loads(memoir("users", "--json").stdout)] == ["ava", "bob"]
+    found = json.loads(memoir("search", "skiing", "--user", "ava", "--json").stdout)
+    assert [r["memory"] for r in found["results"]] == ["Ava likes to ski"]
+    doctor = memoir("doctor").stdout
+    assert "PostgreSQL" in doctor and "2 memories of 2 users" in doctor and "(current)" in doctor, doctor
+    refused = memoir("backup", "/tmp/never.db", ok=False).stderr
+    assert "pg_dump" in refused and "/tmp/never.db" not in refused
+
+
+async def test_the_dashboards_counts(db_path: str) -> None:
+    from memoir.memory.stats import per_day, topic_counts
+
+    store = await Store.open(db_path)
+    try:
+        await store.add("ava", "Ava likes to ski", ["hobbies", "winter"])
+        await store.add("ava", "Ava likes tea", ["hobbies"])
+        assert await topic_counts(store, "ava") == [("hobbies", 2), ("winter", 1)]
+        assert [n for _, n in await per_day(store, "ava")] == [2]
+    finally:
+        await store.close()
