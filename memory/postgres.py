@@ -212,6 +212,19 @@ class SyncConnection:
             self.total_changes += cursor.rowcount
         return SyncCursor(rows, cursor.rowcount, cursor.description)
 
+    def pipeline(self, statements: Sequence[tuple[str, Sequence[Any] | None]]) -> list[list[tuple]]:
+        """Run `statements` in one round trip (psycopg's pipeline mode); each one's rows. The first
+        error is raised, and the server skips every statement after it up to the end (so a COMMIT
+        among them does not run, or rolls back the aborted transaction)."""
+        try:
+            with self.raw.pipeline() as pipe:
+                cursors = [self.raw.execute(*_bind(sql, params)) for sql, params in statements]
+                pipe.sync()
+                rows = [c.fetchall() if c.description is not None else [] for c in cursors]
+        except psycopg.Error as exc:
+            raise _sqlite_error(exc) from exc
+        return rows
+
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> SyncCursor:
         seq = list(seq)
         if not seq:
