@@ -10,15 +10,13 @@ from typing import TypeVar
 import pytest
 from mcp import Client
 
-from memoir.memory.backends.postgres import migrate as migrate_postgres
-from memoir.memory.postgres import connect_sync
 from memoir.server.app import build_server, running_app
 from memoir.server.settings import Settings
 from memoir.tools.context import AppContext
 
 from .fake_anthropic import FakeAnthropic, fake_anthropic  # noqa: F401  (fixture, for llm_settings)
 from .helpers import enter_in_own_task
-from .pgcluster import Cluster, database_name, pg_bin
+from .pgcluster import Cluster, DatabasePool, pg_bin
 
 # The Python Client defaults to the 2026-07-28 era; real hosts and the Inspector use the
 # 2025-11-25 initialize handshake ("legacy"). Every tool test runs in both.
@@ -34,10 +32,15 @@ BACKENDS = ["sqlite", "postgresql"]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_backends: run on SQLite and on PostgreSQL (db_path, new_database)")
+    config.addinivalue_line("markers", "sqlite_only: in a both_backends module, a test that does not reach the store")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+    definition = metafunc.definition
+    if (
+        definition.get_closest_marker("both_backends") and not definition.get_closest_marker("sqlite_only")
+        and "backend" in metafunc.fixturenames
+    ):
         metafunc.parametrize("backend", BACKENDS)
 
 
@@ -60,29 +63,27 @@ def pg_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_cluster: Cluster) -> str:
-    """A database with memoir's schema, copied for each test (about 50 ms, beside ~0.3 s to migrate)."""
-    url = pg_cluster.create_database()
-    db = connect_sync(url)
-    try:
-        migrate_postgres(db)
-    finally:
-        db.close()
-    return database_name(url)
+def pg_pool(pg_cluster: Cluster) -> DatabasePool:
+    """Databases with memoir's schema, each emptied before a test takes it again (tests/pgcluster.py)."""
+    return DatabasePool(pg_cluster)
 
 
 @pytest.fixture
-def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], Path | str]:
+def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], Path | str]]:
     """Makes a new, empty database of the test's backend: an SQLite path, or a PostgreSQL URL."""
     names = iter(range(1, 1_000))
+    taken: list[str] = []
 
     def new() -> Path | str:
         if backend == "postgresql":
-            cluster: Cluster = request.getfixturevalue("pg_cluster")
-            return cluster.create_database(template=request.getfixturevalue("pg_template"))
+            pool: DatabasePool = request.getfixturevalue("pg_pool")
+            taken.append(pool.take())
+            return taken[-1]
         return tmp_path / f"memoir-{next(names)}.db"
 
-    return new
+    yield new
+    if taken:
+        request.getfixturevalue("pg_pool").give_back(taken)
 
 
 @pytest.fixture

@@ -100,6 +100,72 @@ class Cluster:
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class DatabasePool:
+    """Databases with memoir's schema for tests, reused: creating one from a template costs 50 to
+    300 ms (more on a loaded machine), emptying one about 2 ms. A database is emptied when it is
+    taken again; one whose schema a test changed (a table more, another version) is dropped and
+    replaced by a new copy of the template."""
+
+    # Emptied children first; identity columns restarted, so ids begin at 1 as in a new database.
+    TABLES = (
+        "oauth_spent_refresh", "oauth_grants", "oauth_auth_codes", "oauth_login_codes", "oauth_clients", "tokens",
+        "hook_recalls", "hook_sessions", "embeddings", "keyword_postings", "keyword_docs", "keyword_users",
+        "history", "memories", "fts_pending",  # last: deleting memories queues their removal from the index
+    )
+    IDENTITIES = (("memories", "id"), ("history", "event_id"), ("fts_pending", "seq"), ("keyword_users", "uid"))
+
+    def __init__(self, cluster: Cluster) -> None:
+        from memoir.memory.backends.postgres import migrate
+        from memoir.memory.postgres import connect_sync
+
+        self.cluster = cluster
+        url = cluster.create_database()
+        db = connect_sync(url)
+        try:
+            migrate(db)
+        finally:
+            db.close()
+        self.template = database_name(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            self.schema = self._schema(conn)
+        self.free: list[str] = []
+
+    @staticmethod
+    def _schema(conn: psycopg.Connection) -> tuple:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()
+        functions = conn.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1"
+        ).fetchall()
+        version = conn.execute("SELECT version FROM schema_version").fetchall()
+        return tuple(tables), tuple(functions), tuple(version)
+
+    def take(self) -> str:
+        while self.free:
+            url = self.free.pop()
+            if self._emptied(url):
+                return url
+            self.cluster.drop_database(url)
+        return self.cluster.create_database(template=self.template)
+
+    def give_back(self, urls: list[str]) -> None:
+        self.free.extend(urls)
+
+    def _emptied(self, url: str) -> bool:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                if self._schema(conn) != self.schema:
+                    return False
+                with conn.transaction():
+                    for table in self.TABLES:
+                        conn.execute(f"DELETE FROM {table}")
+                    for table, column in self.IDENTITIES:
+                        conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} RESTART")
+                    conn.execute("UPDATE memoir_changes SET version = 0")
+        except psycopg.Error:
+            return False
+        return True
+
+
 def database_name(url: str) -> str:
     return url.split("@/", 1)[1].split("?", 1)[0]
 

@@ -101,7 +101,7 @@ async def test_two_instances_see_each_others_writes_and_tokens(db_path: str) -> 
 
 
 WRITERS = 2
-KILLS = 4
+KILLS = 3
 CALL_TIMEOUT = 5.0
 
 
@@ -263,26 +263,29 @@ async def test_scores_are_the_sqlite_backends_over_the_users_own_memories(docs, 
     assert len(ours) == len(fts5_scores(docs, query))
 
 
-def test_the_command_line_takes_a_postgresql_url(db_path: str) -> None:
+def test_the_command_line_takes_a_postgresql_url(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import json
-    import subprocess
 
-    from tests.servers import MEMOIR, clean_env
+    from memoir.server import cli
 
-    def memoir(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*MEMOIR, *args], capture_output=True, text=True, timeout=60,
-                              env=clean_env({"MEMOIR_EMBEDDINGS": "off", "MEMOIR_DB": db_path}))
-        assert (done.returncode == 0) == ok, done.stderr
-        return done
+    monkeypatch.setenv("MEMOIR_EMBEDDINGS", "off")
+    monkeypatch.setenv("MEMOIR_DB", db_path)
+
+    def memoir(*args: str, ok: bool = True) -> tuple[str, str]:
+        assert (cli.main(list(args)) == 0) == ok
+        said = capsys.readouterr()
+        return said.out, said.err
 
     memoir("add", "Ava likes to ski", "--topic", "hobbies", "--user", "ava")
-    memoir("add", "Bob plays chess", "--user", "bob")
-    assert [u["user_id"] for u in json.loads(memoir("users", "--json").stdout)] == ["ava", "bob"]
-    found = json.loads(memoir("search", "skiing", "--user", "ava", "--json").stdout)
+    memoir("add", "Bob plays chess", "--user", "bob", "--db", db_path)
+    assert [u["user_id"] for u in json.loads(memoir("users", "--json")[0])] == ["ava", "bob"]
+    found = json.loads(memoir("search", "skiing", "--user", "ava", "--json")[0])
     assert [r["memory"] for r in found["results"]] == ["Ava likes to ski"]
-    doctor = memoir("doctor").stdout
+    doctor = memoir("doctor")[0]
     assert "PostgreSQL" in doctor and "2 memories of 2 users" in doctor and "(current)" in doctor, doctor
-    refused = memoir("backup", "/tmp/never.db", ok=False).stderr
+    refused = memoir("backup", "/tmp/never.db", ok=False)[1]
     assert "pg_dump" in refused and "/tmp/never.db" not in refused
 
 
