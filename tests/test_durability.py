@@ -16,6 +16,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from memoir.memory.store import Store
 from tests.netclients import connect
 from tests.servers import start_server
@@ -127,14 +129,18 @@ async def test_acknowledged_writes_survive_repeated_sigkill(tmp_path: Path) -> N
     assert "database is locked" not in server.stderr
 
 
-async def test_concurrent_clients_get_no_errors_and_exact_counts(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+async def test_concurrent_clients_get_no_errors_and_exact_counts(db_path: Path | str, backend: str) -> None:
+    """On PostgreSQL the clients are spread over two instances on the one database."""
     clients, rounds = 8, 12
-    server = start_server("http", tmp_path / "m.db", env={"MEMOIR_EMBEDDINGS": "off", "MEMOIR_SYNCHRONOUS": "NORMAL"})
+    env = {"MEMOIR_EMBEDDINGS": "off", "MEMOIR_SYNCHRONOUS": "NORMAL"}
+    servers = [start_server("http", db_path, env=env) for _ in range(2 if backend == "postgresql" else 1)]
+    server = servers[0]
     errors: list[str] = []
 
     async def worker(i: int) -> tuple[int, int]:
         own, kept = f"solo{i}", 0
-        async with connect(server.url, mode="legacy") as client:
+        async with connect(servers[i % len(servers)].url, mode="legacy") as client:
 
             async def call(tool: str, **arguments: object) -> dict:
                 result = await client.call_tool(tool, arguments)
@@ -166,7 +172,8 @@ async def test_concurrent_clients_get_no_errors_and_exact_counts(tmp_path: Path)
                 mine = await client.call_tool("search_memories", {"user_id": "shared", "topics": [f"c{i}"], "limit": 100})
                 assert len(mine.structured_content["results"]) == rounds
     finally:
-        assert server.stop() == 0
+        assert [s.stop() for s in servers] == [0] * len(servers)
     assert errors == []
     assert all(kept == listed for kept, listed in results), results
-    assert "database is locked" not in server.stderr and "Traceback" not in server.stderr, server.stderr
+    for s in servers:
+        assert "database is locked" not in s.stderr and "Traceback" not in s.stderr, s.stderr
