@@ -230,10 +230,12 @@ def ranked_words(stats: IndexStats, words_: Sequence[str]) -> list[str]:
 def bm25_sql(n_words: int) -> str:
     """A subquery of `(doc, score)` for the user's memories holding any of `n_words` words.
     Parameters: (word, idf) per word, the average length, the uid."""
-    values = ", ".join(["(?, ?)"] * n_words)
+    # Typed parameters: PostgreSQL does not infer a VALUES list's types from their use.
+    values = ", ".join(["(CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION))"] * n_words)
     return (
         f"WITH q (term, idf) AS (VALUES {values})"
-        f" SELECT p.doc AS doc, sum(q.idf * p.tf * {K1 + 1} / (p.tf + {K1} * ({1 - B} + {B} * p.len / ?))) AS score"
+        f" SELECT p.doc AS doc, sum(q.idf * p.tf * {K1 + 1} / (p.tf + {K1} * ({1 - B} + {B} * p.len / CAST(? AS DOUBLE PRECISION))))"
+        " AS score"
         " FROM q JOIN keyword_postings p ON p.uid = ? AND p.term = q.term GROUP BY p.doc"
     )
 
