@@ -230,10 +230,12 @@ def ranked_words(stats: IndexStats, words_: Sequence[str]) -> list[str]:
 def bm25_sql(n_words: int) -> str:
     """A subquery of `(doc, score)` for the user's memories holding any of `n_words` words.
     Parameters: (word, idf) per word, the average length, the uid."""
-    values = ", ".join(["(?, ?)"] * n_words)
+    # Typed parameters: PostgreSQL does not infer a VALUES list's types from their use.
+    values = ", ".join(["(CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION))"] * n_words)
     return (
         f"WITH q (term, idf) AS (VALUES {values})"
-        f" SELECT p.doc AS doc, sum(q.idf * p.tf * {K1 + 1} / (p.tf + {K1} * ({1 - B} + {B} * p.len / ?))) AS score"
+        f" SELECT p.doc AS doc, sum(q.idf * p.tf * {K1 + 1} / (p.tf + {K1} * ({1 - B} + {B} * p.len / CAST(? AS DOUBLE PRECISION))))"
+        " AS score"
         " FROM q JOIN keyword_postings p ON p.uid = ? AND p.term = q.term GROUP BY p.doc"
     )
 
@@ -285,3 +287,15 @@ def problems(db: Any) -> list[str]:
             if set(live) != indexed:
                 found.append(f"user {user_id!r}: {len(set(live) ^ indexed)} memories indexed wrongly or not at all")
     return found
+
+
+def rebuild(db: Any) -> int:
+    """Index every memory again from scratch (in the caller's write transaction); returns how many."""
+    db.execute("DELETE FROM keyword_postings")
+    db.execute("DELETE FROM keyword_docs")
+    db.execute("DELETE FROM keyword_users")
+    db.execute("DELETE FROM fts_pending")
+    db.execute("INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id")
+    for (user_id,) in db.execute("SELECT DISTINCT user_id FROM fts_pending").fetchall():
+        apply_pending(db, user_id)
+    return int(db.execute("SELECT coalesce(sum(docs), 0) FROM keyword_users").fetchone()[0])

@@ -1,8 +1,7 @@
 """`memoir migrate`: move a whole database between backends (SQLite <-> PostgreSQL).
 
 Everything is copied row for row, ids kept: memories, their history (so undo works as before),
-bearer tokens, vectors (no re-embedding), OAuth clients, grants and codes, and the hooks'
-tables when the source has them. The keyword index is not copied: it is derived, and the
+bearer tokens, vectors (no re-embedding), OAuth clients, grants and codes, and the hooks' tables. The keyword index is not copied: it is derived, and the
 target's triggers queue every copied memory for it, indexed on each user's next search.
 
 The copy is one transaction on the target, which must be empty (no memories, no history, no
@@ -13,7 +12,7 @@ table on both sides, and for a sample of users the same results from keyword and
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,27 +47,23 @@ class Migrated:
 
 
 async def migrate_database(
-    source: str, target: str, *, prepare: Sequence[str] = (),
-    on_progress: Callable[[int, int], None] | None = None,
+    source: str, target: str, *, on_progress: Callable[[int, int], None] | None = None,
 ) -> Migrated:
-    """Copy the database at `source` into the empty one at `target` (created as needed).
-    `prepare`: statements run on the target first (the hooks' CREATE TABLE IF NOT EXISTS)."""
+    """Copy the database at `source` into the empty one at `target` (created as needed)."""
     if source == target:
         raise MigrateFailed("--from and --to are the same database")
     src = await Store.open(source)
     try:
         dst = await Store.open(target)
         try:
-            return await _copy(src, dst, prepare, on_progress)
+            return await _copy(src, dst, on_progress)
         finally:
             await dst.close()
     finally:
         await src.close()
 
 
-async def _copy(
-    src: Store, dst: Store, prepare: Sequence[str], on_progress: Callable[[int, int], None] | None
-) -> Migrated:
+async def _copy(src: Store, dst: Store, on_progress: Callable[[int, int], None] | None) -> Migrated:
     for table in ("memories", "history", "tokens", "oauth_grants"):
         if (await dst.fetch(f"SELECT count(*) AS n FROM {table}"))[0]["n"]:
             raise MigrateFailed(
@@ -84,8 +79,6 @@ async def _copy(
     grand_total, done = sum(p[3] for p in plan), 0
     out = Migrated()
     async with dst.transaction() as db:
-        for statement in prepare:
-            await db.execute(statement)
         for table, key, columns, _total in plan:
             names = ", ".join(columns)
             insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"

@@ -83,7 +83,7 @@ MIGRATIONS: list[str] = [
     # length; with one shared index those statistics mixed every user's memories, so one user's
     # ranking depended on - and could reveal something about - what others had stored. Triggers
     # queue every change; the store applies a user's queue to that user's own index (a table
-    # named by Store.fts_table) before it searches it.
+    # named fts_user_<hash of the user id>) before it searches it (replaced by migration 7).
     """
     DROP TRIGGER memories_fts_insert;
     DROP TRIGGER memories_fts_delete;
@@ -206,6 +206,25 @@ MIGRATIONS: list[str] = [
 
     DELETE FROM fts_pending;
     INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id;
+    """,
+    # 8: the host hooks' side tables (server/hooks.py), created on first use until now (IF NOT
+    # EXISTS: a database where a hook made them keeps them): how often each memory was recalled
+    # (rows go with their memory), and how far each session's transcript was extracted. Memory
+    # ids and counts only, no text.
+    """
+    CREATE TABLE IF NOT EXISTS hook_recalls (
+        memory_id        TEXT PRIMARY KEY REFERENCES memories (memory_id) ON DELETE CASCADE,
+        user_id          TEXT NOT NULL,
+        recalls          INTEGER NOT NULL,
+        last_recalled_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS hook_sessions (
+        session_id  TEXT PRIMARY KEY,
+        user_id     TEXT NOT NULL,
+        transcript  TEXT NOT NULL,
+        lines       INTEGER NOT NULL,              -- transcript lines already extracted
+        updated_at  TEXT NOT NULL
+    );
     """,
 ]
 

@@ -142,12 +142,14 @@ class Store:
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits,
-        busy_timeout_ms: int = 10_000, secrets: SecretsPolicy | None = None, backend: Any = None,
+        busy_timeout_ms: int = 10_000, secrets: SecretsPolicy | None = None, synchronous: Synchronous = "FULL",
+        backend: Any = None,
     ) -> None:
         # What is not portable SQL (memory/backends/): SQLite's file, or PostgreSQL's URL.
         self._backend = backend or backend_for(path)
         self._writer = writer
         self._busy_timeout_ms = busy_timeout_ms
+        self._synchronous = synchronous
         self._reader = reader
         self._write_lock = asyncio.Lock()
         # What the current transaction changed, handed to listeners (e.g. the vector index) after COMMIT.
@@ -180,7 +182,7 @@ class Store:
         path = str(path)
         backend = backend_for(path)
         writer, reader = await backend.open(synchronous, busy_timeout_ms)
-        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets, backend)
+        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets, synchronous, backend)
         store._file = backend.opened_file()
         return store
 
@@ -431,6 +433,7 @@ class Store:
             deleted = cursor.rowcount
             self._changes += [Changed(user_id, r["memory_id"], None) for r in gone]
             await db.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            await db.execute("DELETE FROM hook_sessions WHERE user_id = ?", (user_id,))  # recalls go with the memories
             # The words of the user's memories live in the keyword index too: drop them all.
             await _in_thread(db, keyword_index.drop_user, user_id)
             return deleted
@@ -629,8 +632,7 @@ class Store:
 
         found = await read(check_pending=True)
         if found.pending:
-            async with self.transaction() as db:
-                await self._apply_pending(db, user_id)
+            await self._index_queued(user_id)
             # Later changes are for later searches: this read does not look for them, so what it
             # learns is not kept. Kept, it would vouch for a state whose queued changes nobody
             # checked, and later searches at that state would skip them (an acknowledged add,
@@ -646,13 +648,21 @@ class Store:
     async def sync_index(self, user_id: str) -> bool:
         """Apply the user's queued changes to the keyword index; False if the user has none."""
         if await _in_thread(self._reader, _has_pending, user_id):
-            async with self.transaction() as db:
-                await self._apply_pending(db, user_id)
+            await self._index_queued(user_id)
         rows = await _fetchall(self._reader, "SELECT 1 FROM keyword_users WHERE user_id = ?", (user_id,))
         return bool(rows)
 
-    async def _apply_pending(self, db: aiosqlite.Connection, user_id: str) -> None:
-        await _in_thread(db, keyword_index.apply_pending, user_id)
+    async def _index_queued(self, user_id: str) -> None:
+        """Index the user's queued changes, in one transaction of its own: one trip to the writer's
+        thread, committed without waiting for the disk (the backend's `write_lightly`)."""
+        async with self._write_lock:
+            self._check_file()
+            trip = asyncio.ensure_future(_in_thread(
+                self._writer, self._backend.write_lightly, self._synchronous, keyword_index.apply_pending, user_id
+            ))
+            # Stopped meanwhile, the trip still runs to its COMMIT or ROLLBACK, before anything
+            # queued after it on the connection.
+            await asyncio.shield(trip)
 
     async def history(self, memory_id: str, *, user_id: str | None = None) -> list[HistoryEvent]:
         """Every recorded change of a memory, oldest first: only `user_id`'s events.
@@ -739,6 +749,17 @@ class Store:
     async def quick_check(self) -> str:
         """'ok', or what SQLite's PRAGMA quick_check found wrong (a damaged file)."""
         return await self._backend.quick_check(self._reader)
+
+    async def keyword_index_problems(self) -> list[str]:
+        """What is inconsistent in the keyword index (memory/keyword_index.py `problems`)."""
+        return await _in_thread(self._reader, keyword_index.problems)
+
+    async def rebuild_keyword_index(self) -> int:
+        """Index every memory again; returns how many memories the index holds."""
+        async with self.transaction() as db:
+            indexed = await _in_thread(db, keyword_index.rebuild)
+        self._index_stats.clear()
+        return indexed
 
     async def integrity_check(self) -> str:
         return await self._backend.integrity_check(self._reader)

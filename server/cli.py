@@ -541,8 +541,15 @@ async def _embed_missing(app: AppContext) -> int:
 
 async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     async def run(app):
+        if wrong := await app.store.keyword_index_problems():
+            indexed = await app.store.rebuild_keyword_index()
+            print(f"memoir: rebuilt the keyword index ({len(wrong)} problem(s) found; {indexed} memories indexed)",
+                  file=sys.stderr)
+        else:
+            print("memoir: the keyword index is in step with the memories", file=sys.stderr)
         if app.retriever.vectors is None:
-            raise MemoirError("embeddings are off (MEMOIR_EMBEDDINGS=off): there is nothing to index")
+            print("memoir: embeddings are off (MEMOIR_EMBEDDINGS=off): no vectors to compute", file=sys.stderr)
+            return
         embedded = await _embed_missing(app)
         print(f"memoir: embedded {embedded} memories" if embedded else "memoir: every memory already has its vector",
               file=sys.stderr)
@@ -578,8 +585,6 @@ def _migration_location(text: str) -> str:
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from memoir.memory.migrate import migrate_database
 
-    from .hooks import RECALLS_TABLE, SESSIONS_TABLE
-
     source, target = _migration_location(args.source), _migration_location(args.target)
     if not is_postgres(source) and not Path(source).exists():
         raise MemoirError(f"no database at {source} to migrate from")
@@ -587,7 +592,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         with progress("copying") as bar:
-            done = await migrate_database(source, target, prepare=[RECALLS_TABLE, SESSIONS_TABLE], on_progress=bar.step)
+            done = await migrate_database(source, target, on_progress=bar.step)
     except sqlite3.Error as exc:
         raise MemoirError(f"cannot migrate {redacted(source)} to {redacted(target)}: {' '.join(str(exc).split())}") from exc
     counts = ", ".join(f"{n:,} {table}" for table, n in done.counts.items() if n)
@@ -755,7 +760,8 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
                            help="do not embed the imported memories now (`memoir reindex` or the first search will)")
     importing.set_defaults(run=_import)
     reindex = sub.add_parser("reindex", parents=[common],
-                             help="embed every memory that has no vector for the current model (so no search pays for it)")
+                             help="check the keyword index (rebuilt if wrong) and embed every memory that has no vector "
+                             "for the current model (so no search pays for it)")
     reindex.set_defaults(run=_reindex, reads_only=True)
     backup = sub.add_parser("backup", parents=[common], help="copy the database safely, even while a server runs")
     backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")

@@ -53,6 +53,16 @@ def _database(settings: Settings) -> list[Finding]:
             found.append(Finding("schema", True, f"version {version}; the next memoir command migrates it to {len(MIGRATIONS)}"))
         else:
             found.append(Finding("schema", True, f"version {version} (current)"))
+        if version >= 7:  # memoir's own keyword index (memory/keyword_index.py)
+            from memoir.memory.keyword_index import problems
+
+            if wrong := problems(db):
+                found.append(Finding(
+                    "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
+                    f"`memoir reindex --db {path}` rebuilds it from the memories (nothing is lost)",
+                ))
+            else:
+                found.append(Finding("keyword index", True, "in step with the memories"))
         tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
         if tokens:
             found.append(Finding("tokens", True, f"{tokens} bearer token(s): SSE/HTTP require one (`memoir token list`)"))
@@ -92,6 +102,16 @@ def _postgres(url: str) -> list[Finding]:
             found.append(Finding("schema", True, f"version {version}; the next memoir command migrates it to {len(MIGRATIONS)}"))
         else:
             found.append(Finding("schema", True, f"version {version} (current)"))
+        if version:
+            from memoir.memory.keyword_index import problems
+
+            if wrong := problems(db):
+                found.append(Finding(
+                    "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
+                    "`memoir reindex` rebuilds it from the memories (nothing is lost)",
+                ))
+            else:
+                found.append(Finding("keyword index", True, "in step with the memories"))
         tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
         found.append(Finding("tokens", True, f"{tokens} bearer token(s)" if tokens else "none"))
     except sqlite3.Error as exc:

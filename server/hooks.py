@@ -25,9 +25,9 @@ library at the top: the store, the embedding model and the LLM client are import
 command that needs them, and never the MCP SDK (server/entry.py reaches here without loading
 server/cli.py).
 
-Side tables (created on first use, outside the numbered migrations; memory ids only, no text):
-`hook_recalls` (memory_id -> recalls, last recalled; rows go with their memory: ON DELETE
-CASCADE) and `hook_sessions` (session_id -> transcript lines already extracted).
+Side tables (schema migration 8; memory ids only, no text): `hook_recalls` (memory_id ->
+recalls, last recalled; rows go with their memory: ON DELETE CASCADE) and `hook_sessions`
+(session_id -> transcript lines already extracted; `memoir purge` removes a user's).
 """
 
 from __future__ import annotations
@@ -50,19 +50,6 @@ USER_MAX_CHARS = 8_000
 SESSION_SOURCE = "claude-code session {}"
 EVENTS = ("session-start", "user-prompt", "stop")
 
-RECALLS_TABLE = """CREATE TABLE IF NOT EXISTS hook_recalls (
-    memory_id        TEXT PRIMARY KEY REFERENCES memories (memory_id) ON DELETE CASCADE,
-    user_id          TEXT NOT NULL,
-    recalls          INTEGER NOT NULL,
-    last_recalled_at TEXT NOT NULL
-)"""
-SESSIONS_TABLE = """CREATE TABLE IF NOT EXISTS hook_sessions (
-    session_id  TEXT PRIMARY KEY,
-    user_id     TEXT NOT NULL,
-    transcript  TEXT NOT NULL,
-    lines       INTEGER NOT NULL,              -- transcript lines already extracted
-    updated_at  TEXT NOT NULL
-)"""
 
 
 class HookError(Exception):
@@ -260,10 +247,6 @@ async def extraction_app(settings) -> AsyncIterator[tuple[Any, Any, Any]]:
         await store.close()
 
 
-def _missing_table(exc: Exception) -> bool:
-    return "no such table" in str(exc)
-
-
 # -- what the hooks print ----------------------------------------------------------------------
 
 
@@ -279,17 +262,10 @@ def _current(memory: Any) -> bool:
 
 
 async def most_recalled(store, user_id: str, limit: int) -> list[Any]:
-    import sqlite3
-
-    try:
-        rows = await store.fetch(
-            "SELECT memory_id FROM hook_recalls WHERE user_id = ? ORDER BY recalls DESC, last_recalled_at DESC LIMIT ?",
-            (user_id, limit),
-        )
-    except sqlite3.OperationalError as exc:
-        if _missing_table(exc):
-            return []
-        raise
+    rows = await store.fetch(
+        "SELECT memory_id FROM hook_recalls WHERE user_id = ? ORDER BY recalls DESC, last_recalled_at DESC LIMIT ?",
+        (user_id, limit),
+    )
     return [m for m in await store.scored(user_id, [(r["memory_id"], 0.0) for r in rows]) if _current(m)]
 
 
@@ -301,7 +277,6 @@ async def count_recalls(store, user_id: str, memory_ids: Sequence[str]) -> None:
 
     stamp = now()
     async with store.transaction() as db:
-        await db.execute(RECALLS_TABLE)
         await db.executemany(
             "INSERT INTO hook_recalls (memory_id, user_id, recalls, last_recalled_at) VALUES (?, ?, 1, ?) "
             "ON CONFLICT (memory_id) DO UPDATE SET recalls = hook_recalls.recalls + 1, last_recalled_at = excluded.last_recalled_at",
@@ -652,14 +627,7 @@ def stop(event: dict[str, Any], db: str | None, user: str | None) -> None:
 
 
 async def read_cursor(store, session_id: str) -> int:
-    import sqlite3
-
-    try:
-        rows = await store.fetch("SELECT lines FROM hook_sessions WHERE session_id = ?", (session_id,))
-    except sqlite3.OperationalError as exc:
-        if _missing_table(exc):
-            return 0
-        raise
+    rows = await store.fetch("SELECT lines FROM hook_sessions WHERE session_id = ?", (session_id,))
     return int(rows[0]["lines"]) if rows else 0
 
 
@@ -667,7 +635,6 @@ async def save_cursor(store, session_id: str, user_id: str, transcript: Path, li
     from memoir.memory.limits import now
 
     async with store.transaction() as db:
-        await db.execute(SESSIONS_TABLE)
         await db.execute(
             "INSERT INTO hook_sessions (session_id, user_id, transcript, lines, updated_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (session_id) DO UPDATE SET lines = excluded.lines, transcript = excluded.transcript, "

@@ -62,7 +62,10 @@ def _memory_table(title: str | None, scores: bool = False):
     table.add_column("topics", style="green")
     table.add_column("age", style="dim", no_wrap=True)
     if scores:
-        table.add_column("score", justify="right", no_wrap=True)
+        # relevance: comparable across queries (0-1, what min_relevance filters on); score: the
+        # method's own ordering number.
+        table.add_column("relevance", justify="right", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True, style="dim")
     return table
 
 
@@ -99,7 +102,8 @@ def print_search(result: dict[str, Any], *, user_id: str, query: str | None) -> 
         return
     table = _memory_table(f"{len(results)} result(s) for {query!r} ({method})" if query else f"({method})", scores=True)
     for memory in results:
-        table.add_row(*_row(memory), f"{memory.score:.3f}")
+        relevance = getattr(memory, "relevance", None)
+        table.add_row(*_row(memory), "-" if relevance is None else f"{relevance:.2f}", f"{memory.score:.3f}")
     console.print(table)
     if result.get("truncated_by_budget"):
         console.print(f"cut at the token budget ({result['tokens']} tokens)", style="dim")

@@ -176,3 +176,16 @@ def test_a_documents_topics_count_half_and_its_length_is_every_token() -> None:
     assert keyword_index.document("Ava skis, Ava runs", '["running"]') == keyword_index.Document(
         length=5, tf={"ava": 2.0, "ski": 1.0, "run": 1.5}
     )
+
+
+async def test_indexing_at_search_time_keeps_the_writers_durability_setting(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "sync.db", synchronous="FULL")
+    try:
+        await store.add("ava", "Ava likes to ski")
+        assert [m.memory for m in await store.keyword("ava", "ski", limit=5)] == ["Ava likes to ski"]  # indexed here
+        async with store._writer.execute("PRAGMA synchronous") as cur:
+            assert (await cur.fetchone())[0] == 2  # FULL again for the writes that follow
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT count(*) FROM fts_pending").fetchone()[0] == 0
+    finally:
+        await store.close()

@@ -285,6 +285,8 @@ def test_the_command_line_takes_a_postgresql_url(
     assert [r["memory"] for r in found["results"]] == ["Ava likes to ski"]
     doctor = memoir("doctor")[0]
     assert "PostgreSQL" in doctor and "2 memories of 2 users" in doctor and "(current)" in doctor, doctor
+    assert "in step with the memories" in doctor, doctor
+    assert "keyword index" in memoir("reindex")[1]
     refused = memoir("backup", "/tmp/never.db", ok=False)[1]
     assert "pg_dump" in refused and "/tmp/never.db" not in refused
 

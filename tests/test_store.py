@@ -176,13 +176,16 @@ async def test_purge_forgets_memories_and_history_of_one_user(store: Store) -> N
     bob = await store.add("bob", "Bob likes chess")
     await store.update("ava", ava.memory_id, memory="Ava likes to snowboard")
     assert len(await store.keyword("ava", "snowboard", limit=1)) == 1  # the user's index exists
+    async with store.transaction() as db:  # what the host hooks keep of a session (server/hooks.py)
+        await db.execute("INSERT INTO hook_sessions VALUES ('s1', 'ava', '/t.jsonl', 3, 'now')")
+        await db.execute("INSERT INTO hook_recalls VALUES (?, 'ava', 1, 'now')", (ava.memory_id,))
     assert await store.purge("ava") == 1
     assert await store.history(ava.memory_id) == []
     assert await store.count("ava") == 0
     assert len(await store.history(bob.memory_id)) == 1
     with sqlite3.connect(store.path) as db:
         dump = "\n".join(db.iterdump())
-    assert "snowboard" not in dump and "Ava likes to ski" not in dump
+    assert "snowboard" not in dump and "Ava likes to ski" not in dump and "'ava'" not in dump
     assert "Bob likes chess" in dump
 
 

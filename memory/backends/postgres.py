@@ -23,6 +23,7 @@ memoir loses nothing, a crash of the database server may lose the last moments o
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .. import postgres
@@ -112,6 +113,20 @@ class PostgresBackend:
             raise
         self._wrote(rows[bump][0][0])
         return True
+
+    def write_lightly(self, db: postgres.SyncConnection, synchronous: str, fn: Callable[..., Any], *args: Any) -> None:
+        """`fn(db, *args)` in a write transaction of its own whose COMMIT does not wait for the WAL
+        flush (`synchronous_commit = off`), on the connection's thread: for derived data (the
+        keyword index), which a lost commit leaves queued to be indexed again."""
+        self._begin(db)
+        try:
+            db.execute("SET LOCAL synchronous_commit = off")
+            fn(db, *args)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _wrote(self, version: int) -> None:
         with self._lock:
