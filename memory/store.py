@@ -1,10 +1,16 @@
-"""The SQLite store: memories, their history, and keyword search, over aiosqlite.
+"""The store: memories, their history, and keyword search, over SQLite (aiosqlite) or PostgreSQL.
 
 One `Store` per process, shared by every connection the server accepts. Writes go through a
-single writer connection, one `BEGIN IMMEDIATE` transaction per change (memory row, history
-event and full-text index together); reads use a second connection, which WAL lets run beside
-the writer. Validation happens before a transaction starts, so an error leaves the store as
-it was.
+single writer connection, one write transaction per change (memory row, history event and
+keyword index together); reads use a second connection, which runs beside the writer (SQLite's
+WAL; PostgreSQL's MVCC). Validation happens before a transaction starts, so an error leaves the
+store as it was.
+
+The store is one code path over an aiosqlite connection pair, or memory/postgres.py's connection
+with the same surface (`?` parameters, rows by name and index, sqlite3's error classes). What is
+not portable - opening and migrating, beginning a write transaction (SQLite's `BEGIN IMMEDIATE`,
+PostgreSQL's advisory lock), the "did another process write?" token, health checks, the file -
+is the backend's (memory/backends/), chosen once by the database's location.
 """
 
 from __future__ import annotations
@@ -138,7 +144,7 @@ class Filters:
 
 
 class Store:
-    """Memories of many users in one SQLite file; every method is scoped to one user."""
+    """Memories of many users in one database; every method is scoped to one user."""
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits,
@@ -695,7 +701,7 @@ class Store:
         return await _fetchall(self._reader, sql, params)
 
     async def columns(self, table: str) -> list[str] | None:
-        """A table's columns; None when the database has no such table (the hooks' are made on first use)."""
+        """A table's columns; None when the database has no such table."""
         try:
             async with self._reader.execute(f"SELECT * FROM {table} WHERE 1 = 0") as cursor:
                 return [d[0] for d in cursor.description]
@@ -985,7 +991,8 @@ T = TypeVar("T")
 async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """`fn(connection, *args)` on the connection's thread, in one trip: for work of several
     statements. aiosqlite has no public way to do this; `_execute` is how its own methods do it
-    (pinned: aiosqlite < 0.23 in pyproject.toml)."""
+    (pinned: aiosqlite < 0.23 in pyproject.toml). memory/postgres.py's connection offers the same
+    `_execute` and `_conn` (a sqlite3-like connection), so `fn` runs unchanged on either backend."""
     return await db._execute(fn, db._conn, *args)
 
 
