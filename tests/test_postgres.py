@@ -302,3 +302,22 @@ async def test_the_dashboards_counts(db_path: str) -> None:
         assert [n for _, n in await per_day(store, "ava")] == [2]
     finally:
         await store.close()
+
+
+async def test_writes_wait_for_another_instances_write_lock_within_the_busy_timeout(db_path: str) -> None:
+    from memoir.memory.backends.postgres import WRITE_LOCK
+
+    store = await Store.open(db_path, busy_timeout_ms=300)
+    try:
+        kept = await store.add("ava", "Ava likes tea")
+        with psycopg.connect(db_path) as other:  # another instance, in the middle of a write
+            other.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            with pytest.raises(TimeoutError):  # one trip: memory/deadline.py makes it the call's timeout
+                await store.add("ava", "Ava likes coffee")
+            with pytest.raises(sqlite3.OperationalError, match="lock timeout"):
+                await store.update("ava", kept.memory_id, memory="Ava likes green tea")
+            other.rollback()
+        await store.update("ava", kept.memory_id, memory="Ava likes green tea")
+        assert [m.memory for m in (await store.list("ava")).memories] == ["Ava likes green tea"]
+    finally:
+        await store.close()
