@@ -894,6 +894,10 @@ class Store:
         )
         if after.memory != before.memory:
             self._changes.append(Changed(user_id, memory_id, after.memory))
+            # The vector of the old text goes in the same transaction: another process (another
+            # instance) that reloads this user's vectors before this one saves the new text's
+            # would otherwise rank the new text by the old one's meaning; without one, it embeds it.
+            await db.execute("DELETE FROM embeddings WHERE memory_rowid = (SELECT id FROM memories WHERE memory_id = ?)", (memory_id,))
         await record_event(db, event_statement(memory_id, user_id, "update", before, after, change, stamp, undoes, part_of))
         return after
 

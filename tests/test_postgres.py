@@ -12,6 +12,7 @@ processes, a real throwaway cluster: tests/pgcluster.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import sqlite3
@@ -22,6 +23,8 @@ import psycopg
 import pytest
 
 from hypothesis import HealthCheck, given, settings
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from memoir.memory import keyword_index, postgres
 from memoir.memory.store import Store
@@ -77,6 +80,22 @@ async def test_two_instances_see_each_others_writes_and_tokens(db_path: str) -> 
             # Undo through the other instance: history is one, whichever instance wrote it.
             history = (await on_b.read_resource(f"memoir://memories/{written['memory_id']}/history")).contents[0].text
             assert '"delete"' in history and '"update"' in history
+
+            # A 2026-07-28 client behind a round-robin balancer: each request to the next instance.
+            ports = itertools.cycle([httpx2.URL(a.url).port, httpx2.URL(b.url).port])
+            seen: list[int] = []
+
+            async def balance(request: httpx2.Request) -> None:
+                request.url = request.url.copy_with(port=next(ports))
+                seen.append(request.url.port)
+
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                                          event_hooks={"request": [balance]}) as http:
+                async with Client(streamable_http_client(a.url, http_client=http)) as spread:
+                    for i in range(3):
+                        await tool(spread, "add_memory", memory=f"Ava visited museum {i} in Oslo")
+                        assert len(await found_by(spread, "museum Oslo", "keyword")) == i + 1
+            assert len(set(seen)) == 2 and len(seen) >= 6
 
             # The initialize handshake's session lives in the instance that made it (README: route by
             # mcp-session-id); a request carrying it to another instance is told to start again.
