@@ -61,9 +61,7 @@ def translate(sql: str) -> tuple[str, tuple[int, ...] | None]:
 
 def _bind(sql: str, params: Sequence[Any] | None) -> tuple[str, Sequence[Any] | None]:
     if not params:
-        if "?" in sql:
-            raise sqlite3.ProgrammingError(f"placeholders without parameters: {sql}")
-        return sql, None
+        return sql, None  # sent as it is: no placeholders to translate, and a literal % stays one
     text, order = translate(sql)
     if order is not None:
         params = [params[i] for i in order]
