@@ -340,3 +340,26 @@ async def test_writes_wait_for_another_instances_write_lock_within_the_busy_time
         assert [m.memory for m in (await store.list("ava")).memories] == ["Ava likes green tea"]
     finally:
         await store.close()
+
+
+async def test_the_host_hooks_on_postgresql(db_path: str, tmp_path) -> None:  # noqa: ANN001
+    """`memoir hook user-prompt` and `session-start` as Claude Code runs them, on a PostgreSQL URL."""
+    from tests.test_hooks import env_for, hook
+
+    store = await Store.open(db_path)
+    try:
+        peanuts = await store.add("default", "Ava is allergic to peanuts")
+        await store.add("default", "Ava plays the cello")
+    finally:
+        await store.close()
+    env = env_for(db_path, tmp_path / "hooks.log")  # type: ignore[arg-type]
+    done = await asyncio.to_thread(hook, "user-prompt", {"prompt": "peanuts allergy"}, env)
+    assert done.returncode == 0 and "- Ava is allergic to peanuts" in done.stdout.splitlines(), done
+    started = await asyncio.to_thread(hook, "session-start", {"session_id": "s", "source": "startup"}, env)
+    assert started.stdout.splitlines()[2] == "- Ava is allergic to peanuts"  # the most recalled first
+    store = await Store.open(db_path)
+    try:
+        assert [tuple(r) for r in await store.fetch("SELECT memory_id, recalls FROM hook_recalls")] == [(peanuts.memory_id, 1)]
+    finally:
+        await store.close()
+    assert not (tmp_path / "hooks.log").exists() or "Traceback" not in (tmp_path / "hooks.log").read_text()
