@@ -112,7 +112,10 @@ MIGRATIONS: list[str] = [
         doc         BIGINT NOT NULL,
         tf          DOUBLE PRECISION NOT NULL,
         len         INTEGER NOT NULL,
-        PRIMARY KEY (uid, term, doc)
+        -- SQLite keeps this table in key order (WITHOUT ROWID): a word's postings are together.
+        -- PostgreSQL's heap is in insertion (memory) order, so the ranking's columns ride in the
+        -- index: a word's postings are read from it alone (an index-only scan) once vacuumed.
+        PRIMARY KEY (uid, term, doc) INCLUDE (tf, len)
     );
     CREATE TABLE keyword_docs (
         doc         BIGINT PRIMARY KEY,
