@@ -218,8 +218,10 @@ def idf(stats: IndexStats, word: str) -> float:
 def ranked_words(stats: IndexStats, words_: Sequence[str]) -> list[str]:
     """The words to rank by: without those in over half of the user's memories when some are
     rarer. BM25 gives such a word (the user's own name, say) a weight of about zero, yet scoring
-    it means scoring most of the user's memories: at 10,000 memories most of a search's time."""
-    held = [w for w in dict.fromkeys(words_) if stats.matches.get(w)]
+    it means scoring most of the user's memories: at 10,000 memories most of a search's time.
+    A word repeated (two query terms of one stem: "ski skiing") is kept twice and counts twice,
+    as two FTS5 phrases that match the same words did."""
+    held = [w for w in words_ if stats.matches.get(w)]
     half = stats.size // 2
     if len(held) < 2 or half < 50:  # a small store: scoring everything is cheap anyway
         return held

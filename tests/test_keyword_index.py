@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from memoir.memory import keyword_index
@@ -43,6 +43,7 @@ def fts5_scores(docs: list[tuple[str, list[str]]], query: str) -> list[float]:
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(docs=DOCS, others=OTHERS, query=QUERY)
+@example(docs=[("ava likes to ski", ["skiing"]), ("tea and coffee", [])], others=["ski ski ski"], query="ski skiing tea")
 async def test_scores_are_fts5_bm25_over_the_users_own_memories(docs, others, query, tmp_path: Path) -> None:
     """Whatever another user stores, a user's scores are exactly those of an FTS5 table holding
     only that user's memories (the index these replace)."""
