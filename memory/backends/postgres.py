@@ -39,6 +39,13 @@ Statement = tuple[str, tuple[Any, ...]]
 _BUMP = "UPDATE memoir_changes SET version = version + 1 WHERE id = 1 RETURNING version"
 
 
+async def _configure(connection: postgres.Connection) -> None:
+    # memoir's working set (a user's rows and their indexes) is in memory: a random page costs
+    # about what a sequential one does. With the default 4, looking up a search's 100 memories by
+    # id read all 10,000 of the user's rows (2.2 ms) instead of their unique index.
+    await connection._execute(connection._conn.configure, "SET random_page_cost = 1.1")
+
+
 class PostgresBackend:
     name = "postgresql"
     is_file = False
@@ -52,6 +59,7 @@ class PostgresBackend:
     async def open(self, synchronous: str, busy_timeout_ms: int) -> tuple[postgres.Connection, postgres.Connection]:
         writer = await postgres.Connection.connect(self.location)
         try:
+            await _configure(writer)
             await writer._execute(writer._conn.configure, f"SET lock_timeout = {int(busy_timeout_ms)}")
             if synchronous.upper() in ("NORMAL", "OFF"):
                 # As SQLite's NORMAL: a crash of memoir loses nothing, a crash of the server (or a
@@ -59,6 +67,7 @@ class PostgresBackend:
                 await writer._execute(writer._conn.configure, "SET synchronous_commit = off")
             await writer._execute(migrate, writer._conn)
             reader = await postgres.Connection.connect(self.location)
+            await _configure(reader)
         except BaseException:
             await writer.close()
             raise
