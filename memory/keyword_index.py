@@ -250,17 +250,20 @@ def bm25_params(stats: IndexStats, words_: Sequence[str]) -> list[Any]:
 
 
 def holders(db: Any, uid: int, words_: Sequence[str], docs: Sequence[int]) -> list[tuple[int, str]]:
-    """Which of `docs` hold which of `words_`: (doc, word) pairs."""
+    """Which of `docs` hold which of `words_`: (doc, word) pairs.
+
+    Written as a join of two lists of values, so every probe is a lookup of the postings' key
+    whatever the planner believes of the tables' sizes: with `term IN (...) AND doc IN (...)`,
+    PostgreSQL, its statistics taken while the store was small, scanned all of the user's
+    postings (12 ms at 10,000 memories, 0.75 ms this way)."""
     if not words_ or not docs:
         return []
-    return [
-        (int(r[0]), r[1])
-        for r in db.execute(
-            f"SELECT doc, term FROM keyword_postings WHERE uid = ? AND term IN ({', '.join('?' * len(words_))})"
-            f" AND doc IN ({', '.join('?' * len(docs))})",
-            (uid, *words_, *docs),
-        )
-    ]
+    sql = (
+        f"WITH d (doc) AS (VALUES {', '.join(['(CAST(? AS BIGINT))'] * len(docs))}),"
+        f" t (term) AS (VALUES {', '.join(['(CAST(? AS TEXT))'] * len(words_))})"
+        " SELECT p.doc, p.term FROM d, t, keyword_postings p WHERE p.uid = ? AND p.term = t.term AND p.doc = d.doc"
+    )
+    return [(int(r[0]), r[1]) for r in db.execute(sql, (*docs, *words_, uid))]
 
 
 # -- checking --------------------------------------------------------------------------------
