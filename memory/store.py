@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -33,7 +33,7 @@ from .deadline import commit_point
 from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
-from . import keyword_index
+from . import keyword_index, keyword_search
 from .backends import backend_for
 from .keyword_index import IndexStats
 from .ranking import query_terms
@@ -614,7 +614,7 @@ class Store:
         search counts common words), and which of `terms` each of `memory_ids` holds. Call it
         after a keyword search, which brings the index up to date."""
         return await _in_thread(
-            self._reader, _term_matches, self._backend.state, user_id, list(terms), list(memory_ids), self._index_stats.get(user_id)
+            self._reader, keyword_search.term_matches, self._backend.state, user_id, list(terms), list(memory_ids), self._index_stats.get(user_id)
         )
 
     async def _keyword_rows(
@@ -628,11 +628,11 @@ class Store:
         where, params = filters.sql() if filters.narrows else ("", [])
         retired = filters.current_only and not filters.narrows
 
-        async def read(check_pending: bool) -> _KeywordRead:
+        async def read(check_pending: bool) -> keyword_search.KeywordRead:
             # One trip to the reader's thread (three before: queued changes, common words, the
             # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
             return await _in_thread(
-                self._reader, _keyword_read, self._backend.state,
+                self._reader, keyword_search.read, self._backend.state,
                 user_id, terms, columns, limit, where, params, self._index_stats.get(user_id), check_pending, retired,
             )
 
@@ -653,7 +653,7 @@ class Store:
 
     async def sync_index(self, user_id: str) -> bool:
         """Apply the user's queued changes to the keyword index; False if the user has none."""
-        if await _in_thread(self._reader, _has_pending, user_id):
+        if await _in_thread(self._reader, keyword_search.has_pending, user_id):
             await self._index_queued(user_id)
         rows = await _fetchall(self._reader, "SELECT 1 FROM keyword_users WHERE user_id = ?", (user_id,))
         return bool(rows)
@@ -998,92 +998,6 @@ async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any)
     (pinned: aiosqlite < 0.23 in pyproject.toml). memory/postgres.py's connection offers the same
     `_execute` and `_conn` (a sqlite3-like connection), so `fn` runs unchanged on either backend."""
     return await db._execute(fn, db._conn, *args)
-
-
-@dataclass
-class _KeywordRead:
-    rows: list[sqlite3.Row] = field(default_factory=list)
-    pending: bool = False  # the user's index has queued changes: apply them, then read again
-    stats: IndexStats | None = None  # None when the user has no index
-
-
-def _has_pending(db: sqlite3.Connection, user_id: str) -> bool:
-    """Whether changes to the user's memories wait to be applied to the keyword index."""
-    return db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is not None
-
-
-def _keyword_read(
-    db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], columns: str, limit: int,
-    where: str, params: list[Any], stats: IndexStats | None, check_pending: bool, without_retired: bool,
-) -> _KeywordRead:
-    """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
-    user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
-    then says which memories are valid, is empty). `state(db)`: the backend's token for the
-    database's state as this connection sees it (it moves when any connection commits)."""
-    version = state(db)
-    if stats is None or stats.version != version:
-        # Nothing was committed since `stats` was taken with no changes queued: no need to look.
-        if check_pending and _has_pending(db, user_id):
-            return _KeywordRead(pending=True)
-        stats = keyword_index.stats(db, user_id, version)
-        if stats is None:
-            return _KeywordRead()  # the user has never had a memory
-    wanted = [w for ws in keyword_index.query_words(terms).values() for w in ws]
-    keyword_index.count_matches(db, stats, wanted)
-    ranked = keyword_index.ranked_words(stats, wanted)
-    if not ranked:
-        return _KeywordRead(stats=stats)
-    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked)
-    if where:  # a filter is on memories' columns: filter every match, then keep the best
-        sql = (
-            f"SELECT {columns}, k.score FROM ({scores}) AS k JOIN memories m ON m.id = k.doc"
-            f" WHERE m.user_id = ?{where} ORDER BY k.score DESC, m.created_at DESC, m.id DESC LIMIT ?"
-        )
-        rows = db.execute(sql, (*scores_params, user_id, *params, limit)).fetchall()
-    else:
-        # Rank the user's postings alone, and join just the best `limit` rows.
-        retired = (
-            " WHERE doc NOT IN (SELECT id FROM memories WHERE user_id = ? AND valid_to IS NOT NULL)"
-            if without_retired else ""
-        )
-        sql = (
-            f"SELECT {columns}, k.score FROM (SELECT doc, score FROM ({scores}) AS s{retired}"
-            " ORDER BY score DESC, doc DESC LIMIT ?) AS k JOIN memories m ON m.id = k.doc"
-            " ORDER BY k.score DESC, m.created_at DESC, m.id DESC"
-        )
-        rows = db.execute(sql, (*scores_params, *((user_id,) if without_retired else ()), limit)).fetchall()
-    return _KeywordRead(rows=rows, stats=stats)
-
-
-def _term_matches(
-    db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], memory_ids: list[str], stats: IndexStats | None
-) -> tuple[int, dict[str, int], dict[str, set[str]]]:
-    """See `Store.term_matches`; the counts the keyword search kept for this state are reused.
-    A term of several index words ("e-mail") counts as its rarest and is held when any is."""
-    held: dict[str, set[str]] = {m: set() for m in memory_ids}
-    version = state(db)
-    if stats is None or stats.version != version:
-        stats = keyword_index.stats(db, user_id, version)
-        if stats is None:
-            return 0, {t: 0 for t in terms}, held
-    by_term = keyword_index.query_words(terms)
-    keyword_index.count_matches(db, stats, [w for ws in by_term.values() for w in ws])
-    counts = {t: min((stats.matches[w] for w in ws), default=0) for t, ws in by_term.items()}
-    if memory_ids:
-        doc_of: dict[int, str] = {}
-        for chunk, marks in _id_chunks(memory_ids):
-            doc_of.update(
-                (int(r[0]), r[1]) for r in db.execute(f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
-            )
-        words = [w for t, ws in by_term.items() if counts[t] for w in ws]
-        terms_of_word: dict[str, list[str]] = {}
-        for t, ws in by_term.items():
-            for w in ws:
-                terms_of_word.setdefault(w, []).append(t)
-        for doc, word in keyword_index.holders(db, stats.uid, words, list(doc_of)):
-            held[doc_of[doc]].update(terms_of_word[word])
-    return stats.size, counts, held
-
 
 
 Statement = tuple[str, tuple[Any, ...]]
