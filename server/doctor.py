@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from memoir.memory.backends import is_postgres, redacted
 
@@ -47,22 +48,9 @@ def _database(settings: Settings) -> list[Finding]:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         memories, users = db.execute("SELECT count(*), count(DISTINCT user_id) FROM memories").fetchone() if version else (0, 0)
         found.append(Finding("database", True, f"{path}: integrity ok, {memories:,} memories of {users:,} users"))
-        if version > len(MIGRATIONS):
-            found.append(Finding("schema", False, f"version {version}, newer than this memoir ({len(MIGRATIONS)})", "upgrade memoir-mcp"))
-        elif version < len(MIGRATIONS):
-            found.append(Finding("schema", True, f"version {version}; the next memoir command migrates it to {len(MIGRATIONS)}"))
-        else:
-            found.append(Finding("schema", True, f"version {version} (current)"))
+        found.append(_schema(version, len(MIGRATIONS)))
         if version >= 7:  # memoir's own keyword index (memory/keyword_index.py)
-            from memoir.memory.keyword_index import problems
-
-            if wrong := problems(db):
-                found.append(Finding(
-                    "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
-                    f"`memoir reindex --db {path}` rebuilds it from the memories (nothing is lost)",
-                ))
-            else:
-                found.append(Finding("keyword index", True, "in step with the memories"))
+            found.append(_keyword_index(db, f"memoir reindex --db {path}"))
         tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
         if tokens:
             found.append(Finding("tokens", True, f"{tokens} bearer token(s): SSE/HTTP require one (`memoir token list`)"))
@@ -96,22 +84,9 @@ def _postgres(url: str) -> list[Finding]:
         version = int(db.execute("SELECT version FROM schema_version").fetchone()[0]) if exists else 0
         memories, users = db.execute("SELECT count(*), count(DISTINCT user_id) FROM memories").fetchone() if version else (0, 0)
         found.append(Finding("database", True, f"PostgreSQL {shown}: {memories:,} memories of {users:,} users"))
-        if version > len(MIGRATIONS):
-            found.append(Finding("schema", False, f"version {version}, newer than this memoir ({len(MIGRATIONS)})", "upgrade memoir-mcp"))
-        elif version < len(MIGRATIONS):
-            found.append(Finding("schema", True, f"version {version}; the next memoir command migrates it to {len(MIGRATIONS)}"))
-        else:
-            found.append(Finding("schema", True, f"version {version} (current)"))
+        found.append(_schema(version, len(MIGRATIONS)))
         if version:
-            from memoir.memory.keyword_index import problems
-
-            if wrong := problems(db):
-                found.append(Finding(
-                    "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
-                    "`memoir reindex` rebuilds it from the memories (nothing is lost)",
-                ))
-            else:
-                found.append(Finding("keyword index", True, "in step with the memories"))
+            found.append(_keyword_index(db, "memoir reindex"))
         tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
         found.append(Finding("tokens", True, f"{tokens} bearer token(s)" if tokens else "none"))
     except sqlite3.Error as exc:
@@ -119,6 +94,26 @@ def _postgres(url: str) -> list[Finding]:
     finally:
         db.close()
     return found
+
+
+def _schema(version: int, latest: int) -> Finding:
+    if version > latest:
+        return Finding("schema", False, f"version {version}, newer than this memoir ({latest})", "upgrade memoir-mcp")
+    if version < latest:
+        return Finding("schema", True, f"version {version}; the next memoir command migrates it to {latest}")
+    return Finding("schema", True, f"version {version} (current)")
+
+
+def _keyword_index(db: Any, reindex: str) -> Finding:
+    """memoir's keyword index against the memories (`db`: a DB-API connection of either backend)."""
+    from memoir.memory.keyword_index import problems
+
+    if wrong := problems(db):
+        return Finding(
+            "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
+            f"`{reindex}` rebuilds it from the memories (nothing is lost)",
+        )
+    return Finding("keyword index", True, "in step with the memories")
 
 
 def _model(settings: Settings) -> Finding:
