@@ -13,58 +13,17 @@ import asyncio
 import random
 import signal
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from memoir.memory.store import Store
-from tests.netclients import connect
+from tests.netclients import Ledger, connect, writer
 from tests.servers import start_server
 
 KILLS = 6
 WRITERS = 3
 CALL_TIMEOUT = 3.0
-
-
-@dataclass
-class Ledger:
-    """What the clients were told: acknowledged adds (id -> text), acknowledged deletes."""
-
-    added: dict[str, str] = field(default_factory=dict)
-    deleted: set[str] = field(default_factory=set)
-    in_flight_deletes: set[str] = field(default_factory=set)
-    acknowledged: int = 0
-
-
-async def writer(url: str, user: str, round_: int, ledger: Ledger, stop: asyncio.Event) -> None:
-    """Add memories (and delete every third one) until the server dies or `stop` is set."""
-    rng = random.Random(f"{user}-{round_}")
-    try:
-        async with connect(url, mode="legacy") as client:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                text = f"{user} round {round_} fact {n}"
-                async with asyncio.timeout(CALL_TIMEOUT):
-                    result = await client.call_tool("add_memory", {"memory": text, "user_id": user})
-                if result.is_error:
-                    raise AssertionError(result.content[0].text)
-                memory_id = result.structured_content["memory_id"]
-                ledger.added[memory_id] = text
-                ledger.acknowledged += 1
-                if rng.random() < 0.33:
-                    ledger.in_flight_deletes.add(memory_id)
-                    async with asyncio.timeout(CALL_TIMEOUT):
-                        result = await client.call_tool("delete_memory", {"memory_id": memory_id, "user_id": user})
-                    if result.is_error:
-                        raise AssertionError(result.content[0].text)
-                    ledger.deleted.add(memory_id)
-                    ledger.acknowledged += 1
-    except AssertionError:
-        raise
-    except BaseException:  # noqa: BLE001 - the server was killed under us: whatever was in flight is unacknowledged
-        return
 
 
 async def check_database(db: Path, ledger: Ledger) -> int:
@@ -109,7 +68,10 @@ async def test_acknowledged_writes_survive_repeated_sigkill(tmp_path: Path) -> N
     for round_ in range(KILLS):
         server = start_server("http", db, env=env)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(writer(server.url, f"user{w}", round_, ledger, stop)) for w in range(WRITERS)]
+        tasks = [
+            asyncio.create_task(writer(server.url, f"user{w}", f"round {round_}", ledger, stop, timeout=CALL_TIMEOUT))
+            for w in range(WRITERS)
+        ]
         await asyncio.sleep(rng.uniform(0.4, 0.9))
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         stop.set()

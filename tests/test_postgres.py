@@ -28,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from memoir.memory import keyword_index, postgres
 from memoir.memory.store import Store
-from tests.netclients import connect, make_token, post_initialize, revoke_token
+from tests.netclients import Ledger, connect, make_token, post_initialize, revoke_token, writer
 from tests.servers import start_server
 from tests.test_keyword_index import DOCS, OTHERS, QUERY, fts5_scores
 
@@ -124,36 +124,24 @@ KILLS = 3
 CALL_TIMEOUT = 5.0
 
 
-async def _writer(url: str, user: str, tag: str, acked: dict[str, str], stop: asyncio.Event) -> None:
-    try:
-        async with connect(url, mode="legacy") as client:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                text = f"{user} {tag} fact {n}"
-                async with asyncio.timeout(CALL_TIMEOUT):
-                    result = await client.call_tool("add_memory", {"memory": text, "user_id": user})
-                if result.is_error:
-                    raise AssertionError(result.content[0].text)
-                acked[result.structured_content["memory_id"]] = text
-    except AssertionError:
-        raise
-    except BaseException:  # noqa: BLE001 - the instance was killed under us: the call in flight is unacknowledged
-        return
-
-
 async def test_acknowledged_writes_survive_sigkill_of_one_instance_while_another_writes(db_path: str) -> None:
     env = {"MEMOIR_EMBEDDINGS": "off"}
     survivor = start_server("http", db_path, env=env)
-    acked: dict[str, str] = {}
+    ledger = Ledger()  # adds only: every acknowledged one must be there
     rng = random.Random(12)
     steady_stop = asyncio.Event()
-    steady = [asyncio.create_task(_writer(survivor.url, f"steady{w}", "steady", acked, steady_stop)) for w in range(WRITERS)]
+    adding = {"timeout": CALL_TIMEOUT, "delete_share": 0.0}
+    steady = [
+        asyncio.create_task(writer(survivor.url, f"steady{w}", "steady", ledger, steady_stop, **adding)) for w in range(WRITERS)
+    ]
     try:
         for round_ in range(KILLS):
             victim = start_server("http", db_path, env=env)
             stop = asyncio.Event()
-            tasks = [asyncio.create_task(_writer(victim.url, f"user{w}", f"round {round_}", acked, stop)) for w in range(WRITERS)]
+            tasks = [
+                asyncio.create_task(writer(victim.url, f"user{w}", f"round {round_}", ledger, stop, **adding))
+                for w in range(WRITERS)
+            ]
             await asyncio.sleep(rng.uniform(0.4, 0.8))
             assert victim.stop(signal.SIGKILL) == -signal.SIGKILL
             stop.set()
@@ -168,7 +156,7 @@ async def test_acknowledged_writes_survive_sigkill_of_one_instance_while_another
     store = await Store.open(db_path)
     try:
         rows = {r["memory_id"]: r["memory"] for r in await store.fetch("SELECT memory_id, memory FROM memories")}
-        lost = [m for m, text in acked.items() if rows.get(m) != text]
+        lost = [m for m, text in ledger.added.items() if rows.get(m) != text]
         assert not lost, f"{len(lost)} acknowledged writes lost"
         # The keyword index, brought up to date, holds exactly each user's memories.
         for user in {r["user_id"] for r in await store.fetch("SELECT DISTINCT user_id FROM memories")}:
@@ -181,8 +169,8 @@ async def test_acknowledged_writes_survive_sigkill_of_one_instance_while_another
         assert keyword_index.problems(db) == []
     finally:
         db.close()
-    print(f"{KILLS} SIGKILLs of one instance, {len(acked)} acknowledged adds over 2 instances, {len(rows)} present")
-    assert len(acked) > KILLS * WRITERS
+    print(f"{KILLS} SIGKILLs of one instance, {len(ledger.added)} acknowledged adds over 2 instances, {len(rows)} present")
+    assert len(ledger.added) > KILLS * WRITERS
 
 
 # -- the connection layer ------------------------------------------------------------------
