@@ -108,8 +108,8 @@ def apply_pending(db: Any, user_id: str) -> None:
         return
     latest = {row[1]: row for row in pending}  # the last change of each memory is its state now
     existing = db.execute("SELECT uid FROM keyword_users WHERE user_id = ?", (user_id,)).fetchone()
-    if existing is not None or any(row[2] is not None for row in latest.values()):
-        uid = int(existing[0]) if existing is not None else _uid(db, user_id)
+    if existing is not None or any(row[2] is not None for row in latest.values()):  # deletes alone make no user
+        uid = int(existing[0]) if existing is not None else _new_user(db, user_id)
         for doc, row in latest.items():
             _remove(db, doc, owner=uid)
             if row[2] is not None:
@@ -130,10 +130,13 @@ def drop_user(db: Any, user_id: str) -> None:
         db.execute("DELETE FROM keyword_users WHERE uid = ?", (row[0],))
 
 
-def _uid(db: Any, user_id: str) -> int:
-    row = db.execute("SELECT uid FROM keyword_users WHERE user_id = ?", (user_id,)).fetchone()
-    if row is not None:
-        return int(row[0])
+def index_queued(db: Any) -> None:
+    """Apply every user's queued changes (in the caller's write transaction)."""
+    for (user_id,) in db.execute("SELECT DISTINCT user_id FROM fts_pending").fetchall():
+        apply_pending(db, user_id)
+
+
+def _new_user(db: Any, user_id: str) -> int:
     return int(db.execute(
         "INSERT INTO keyword_users (user_id, docs, tokens) VALUES (?, 0, 0) RETURNING uid", (user_id,)
     ).fetchone()[0])
@@ -301,6 +304,5 @@ def rebuild(db: Any) -> int:
     db.execute("DELETE FROM keyword_users")
     db.execute("DELETE FROM fts_pending")
     db.execute("INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id")
-    for (user_id,) in db.execute("SELECT DISTINCT user_id FROM fts_pending").fetchall():
-        apply_pending(db, user_id)
+    index_queued(db)
     return int(db.execute("SELECT coalesce(sum(docs), 0) FROM keyword_users").fetchone()[0])
