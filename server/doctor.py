@@ -143,10 +143,11 @@ def _llm(settings: Settings) -> Finding:
 async def run_doctor(settings: Settings) -> int:
     findings = await asyncio.to_thread(lambda: [*_database(settings), _model(settings), _llm(settings)])
     findings.insert(0, Finding("user", True, f"'{settings.user_id}' (MEMOIR_USER_ID / --user)"))
+    width = max(len(f.name) for f in findings)  # "keyword index" is longer than the others
     for f in findings:
-        print(f"{'ok ' if f.ok else 'BAD'}  {f.name:<10} {f.detail}")
+        print(f"{'ok ' if f.ok else 'BAD'}  {f.name:<{width}} {f.detail}")
         if f.fix:
-            print(f"     {'':<10} fix: {f.fix}")
+            print(f"     {'':<{width}} fix: {f.fix}")
     problems = [f for f in findings if not f.ok]
     print(f"{len(problems)} problem(s)" if problems else "no problems found", file=sys.stderr)
     return 1 if problems else 0
