@@ -3,9 +3,12 @@ operations, throughput and latency percentiles per N.
 
     python bench/load.py                          # --clients 1,4,16 --ops 1000
     python bench/load.py --clients 1,8 --ops 4000 --mode auto --env MEMOIR_EMBEDDINGS=off
+    python bench/load.py --instances 2 --clients 32 --db postgresql://...   # two servers, one database
 
-The server runs on 127.0.0.1 on a free port with a fresh temporary database, with memoir's
-defaults unless --env says otherwise. Each run with N clients does --ops operations in total:
+The server runs on 127.0.0.1 on a free port with a fresh temporary database (or --db), with
+memoir's defaults unless --env says otherwise. With --instances N, N servers share the database
+and client i talks to server i mod N; afterwards memories written through each server are looked
+for through another one by every search method (--verify of them per server), and misses counted. Each run with N clients does --ops operations in total:
 40% add_memory, 30% search_memories, 15% list_memories, 10% update_memory, 5% delete_memory,
 each client on its own user plus a shared one. Latency is per tool call, as the client sees it.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -34,7 +38,7 @@ WORDS = "ski tea chess paris violin garden sailing denver sushi jazz marathon py
 MIX = [("add", 40), ("search", 30), ("list", 15), ("update", 10), ("delete", 5)]
 
 
-def start_server(db: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def start_server(db: Path | str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "memoir.server.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
          "--port", "0", "--db", str(db)],
@@ -61,7 +65,7 @@ def start_server(db: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
     return proc, found[0]
 
 
-async def client_run(url: str, mode: str, index: int, ops: int, seed: int) -> tuple[list[float], int, list[str]]:
+async def client_run(url: str, mode: str, index: int, ops: int, seed: int) -> tuple[list[float], int, list[str], list[str]]:
     rng = random.Random(seed * 1000 + index)
     user = f"load{seed}-{index}"
     kinds = [k for k, w in MIX for _ in range(w)]
@@ -100,7 +104,38 @@ async def client_run(url: str, mode: str, index: int, ops: int, seed: int) -> tu
                     errors.append(f"{name}: {result.content[0].text[:200]}")
                 elif name == "add_memory" and target_user == user:
                     mine.append(result.structured_content["memory_id"])
-    return latencies, ops, errors
+    return latencies, ops, errors, mine
+
+
+async def verify(urls: list[str], mode: str, written: list[tuple[int, str]], per_server: int) -> tuple[int, int]:
+    """Look for memories written through server k through server k+1, by every method: (looked, missed)."""
+    looked = missed = 0
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(60.0)) as http, contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(Client(streamable_http_client(url, http_client=http), mode=mode)) for url in urls
+        ]
+        for k in range(len(urls)):
+            mine = [m for server, m in written if server == k][:per_server]
+            other = clients[(k + 1) % len(urls)]
+            for memory_id_and_user in mine:
+                memory_id, user_id = memory_id_and_user.split("|", 1)
+                listed = await other.call_tool("list_memories", {"user_id": user_id, "limit": 100})
+                if listed.is_error:
+                    raise SystemExit(f"list_memories: {listed.content[0].text}")
+                rows = {m["memory_id"]: m["memory"] for m in listed.structured_content["memories"]}
+                if memory_id not in rows:
+                    continue  # deleted or updated away by its writer meanwhile
+                for method in ("keyword", "semantic", "hybrid"):
+                    r = await other.call_tool("search_memories", {
+                        "query": rows[memory_id], "user_id": user_id, "retrieval_method": method,
+                        "limit": 50, "min_relevance": 0,
+                    })
+                    if r.is_error and "needs embeddings, which are off" in r.content[0].text:
+                        continue
+                    looked += 1
+                    if r.is_error or memory_id not in {m["memory_id"] for m in r.structured_content["results"]}:
+                        missed += 1
+    return looked, missed
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,10 +145,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def run(url: str, mode: str, clients: int, ops: int, seed: int) -> dict[str, object]:
+async def run(urls: list[str], mode: str, clients: int, ops: int, seed: int) -> dict[str, object]:
     per_client = [ops // clients + (1 if i < ops % clients else 0) for i in range(clients)]
     started = time.perf_counter()
-    results = await asyncio.gather(*(client_run(url, mode, i, n, seed) for i, n in enumerate(per_client)))
+    results = await asyncio.gather(
+        *(client_run(urls[i % len(urls)], mode, i, n, seed) for i, n in enumerate(per_client))
+    )
     elapsed = time.perf_counter() - started
     latencies = [x for r in results for x in r[0]]
     errors = [e for r in results for e in r[2]]
@@ -122,6 +159,8 @@ async def run(url: str, mode: str, clients: int, ops: int, seed: int) -> dict[st
         "p50": percentile(latencies, 50) * 1000, "p95": percentile(latencies, 95) * 1000,
         "p99": percentile(latencies, 99) * 1000, "mean": statistics.fmean(latencies) * 1000 if latencies else 0,
         "errors": errors,
+        # (server, "memory_id|user") of what each client still had when it finished
+        "written": [(i % len(urls), f"{m}|load{seed}-{i}") for i, r in enumerate(results) for m in r[3]],
     }
 
 
@@ -133,30 +172,43 @@ def main() -> None:
                         help="protocol era: legacy = 2025-11-25 handshake (real hosts), auto = 2026-07-28")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
     parser.add_argument("--warmup", type=int, default=20, help="untimed operations first (loads models)")
+    parser.add_argument("--db", default="", help="database path or postgresql:// URL (default: a fresh temporary file)")
+    parser.add_argument("--instances", type=int, default=1, help="servers sharing the database (default 1)")
+    parser.add_argument("--verify", type=int, default=20, help="memories per server looked for through another one")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     counts = [int(c) for c in args.clients.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="memoir-load-") as tmp:
-        proc, url = start_server(Path(tmp) / "load.db", env)
+        db = args.db or Path(tmp) / "load.db"
+        servers = [start_server(db, env) for _ in range(args.instances)]
+        urls = [url for _, url in servers]
         try:
-            print(f"memoir serve --transport http at {url}; mode {args.mode}; env {env or 'defaults'}; "
-                  f"{os.cpu_count()} CPUs")
-            asyncio.run(run(url, args.mode, 1, args.warmup, seed=0))
+            print(f"memoir serve --transport http at {', '.join(urls)}; mode {args.mode}; env {env or 'defaults'}; "
+                  f"{os.cpu_count()} CPUs; database {'a temporary SQLite file' if not args.db else args.db.split('@')[-1]}")
+            asyncio.run(run(urls, args.mode, len(urls), args.warmup, seed=0))
             print(f"{'clients':>7} {'ops':>6} {'seconds':>8} {'ops/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                   f"{'errors':>6}")
+            written: list[tuple[int, str]] = []
             for seed, n in enumerate(counts, start=1):
-                r = asyncio.run(run(url, args.mode, n, args.ops, seed))
+                r = asyncio.run(run(urls, args.mode, n, args.ops, seed))
+                written += r["written"]  # type: ignore[arg-type]
                 print(f"{r['clients']:>7} {r['ops']:>6} {r['seconds']:>8.2f} {r['throughput']:>8.1f} {r['p50']:>8.1f} "
                       f"{r['p95']:>8.1f} {r['p99']:>8.1f} {len(r['errors']):>6}", flush=True)
                 for error in r["errors"][:5]:
                     print(f"        error: {error}")
+            if len(urls) > 1 and args.verify:
+                looked, missed = asyncio.run(verify(urls, args.mode, written, args.verify))
+                print(f"written through one server, searched through another (keyword, semantic, hybrid): "
+                      f"{looked} searches, {missed} missed")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc, _ in servers:
+                proc.terminate()
+            for proc, _ in servers:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 if __name__ == "__main__":

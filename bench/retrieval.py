@@ -141,7 +141,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"ceiling (cat 1-4 questions with an evidence turn some fact covers): "
               f"{100 * sum(map(bool, answerable)) / max(len(answerable), 1):.1f}")
     with tempfile.TemporaryDirectory(prefix="memoir-bench-") as tmp:
-        db = Path(tmp) / "locomo.db"
+        db: Path | str = args.db or Path(tmp) / "locomo.db"
         async with Client(memoir_stdio(db, env), mode="legacy") as client:
             log("ingesting through add_memory ...")
             to_dia, calls, secs = await ingest(client, convs, args.store)
@@ -172,6 +172,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", default="", help="an empty PostgreSQL database's URL instead of a temporary SQLite file")
     p.add_argument("--methods", default="keyword,semantic,hybrid", help="comma-separated retrieval methods")
     p.add_argument("--limit-questions", type=int, default=0, help="at most N questions per conversation (quick run)")
     p.add_argument("--conversations", default="", help="comma-separated sample ids (default: all)")

@@ -17,6 +17,8 @@ hobbies ...), generated deterministically (seed 7).
     /work/venv/bin/python bench/scale.py --sizes 1000,10000    # ~1-2 minutes
     /work/venv/bin/python bench/scale.py --embeddings off      # only one setting
     /work/venv/bin/python bench/scale.py --sizes 10000 --db-dir /tmp/scale   # build and keep; run again to measure only
+    /work/venv/bin/python bench/scale.py --db 'postgresql://memoir@/scale_{embeddings}?host=/run/postgresql'
+        # PostgreSQL: one database per embeddings setting ({embeddings}: off / on), empty or kept from a run before
 """
 
 from __future__ import annotations
@@ -124,8 +126,15 @@ def queries(n: int, seed: int = 11) -> list[str]:
 # -- measuring ------------------------------------------------------------------------------------------
 
 
-def existing_memories(db: Path) -> int:
-    """How many memories of USER a kept database (--db-dir) already holds."""
+def existing_memories(db: Path | str) -> int:
+    """How many memories of USER a kept database (--db-dir, or --db) already holds."""
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            if not conn.execute("SELECT to_regclass('memories') IS NOT NULL").fetchone()[0]:
+                return 0
+            return conn.execute("SELECT count(*) FROM memories WHERE user_id = %s", (USER,)).fetchone()[0]
     if not db.exists():
         return 0
     with sqlite3.connect(db) as conn:
@@ -178,7 +187,7 @@ async def search_latency(client: Client, method: str, qs: list[str]) -> tuple[fl
     return pct(times, .5), pct(times, .95), ran
 
 
-async def in_process_search(db: Path, embeddings: str, methods: list[str], qs: list[str]) -> dict[str, tuple[float, float, str]]:
+async def in_process_search(db: Path | str, embeddings: str, methods: list[str], qs: list[str]) -> dict[str, tuple[float, float, str]]:
     from memoir.server.app import build_server, running_app
     from memoir.server.settings import Settings
 
@@ -187,7 +196,7 @@ async def in_process_search(db: Path, embeddings: str, methods: list[str], qs: l
         return {method: await search_latency(client, method, qs) for method in methods}
 
 
-async def startup(db: Path, env: dict[str, str], runs: int) -> list[tuple[float, float]]:
+async def startup(db: Path | str, env: dict[str, str], runs: int) -> list[tuple[float, float]]:
     """Seconds from spawn to the first answered tools/list, and the idle VmRSS then, per fresh process."""
     out = []
     for _ in range(runs):
@@ -211,7 +220,7 @@ def fmt_target(value: float, target: float, higher_is_better: bool) -> str:
 
 async def run_setting(embeddings: str, sizes: list[int], tmp: Path, args: argparse.Namespace, results: dict) -> None:
     env = {"MEMOIR_EMBEDDINGS": "off"} if embeddings == "off" else {}
-    db = tmp / f"scale-{embeddings}.db"
+    db: Path | str = args.db.format(embeddings=embeddings) if args.db else tmp / f"scale-{embeddings}.db"
     methods = ["keyword", "semantic", "hybrid", "last_n"] if embeddings == "on" else ["keyword", "hybrid", "last_n"]
     qs = queries(args.queries)
     stream = facts()
@@ -354,9 +363,14 @@ def main() -> None:
     p.add_argument("--inflight-block", type=int, default=1000, help="adds per size done with calls in flight")
     p.add_argument("--startup-runs", type=int, default=5)
     p.add_argument("--tmpdir", default="", help="where the temporary databases go")
+    p.add_argument("--db", default="", help="a PostgreSQL URL instead of SQLite files; {embeddings} in it becomes "
+                   "off / on, one database per setting (each empty, or kept from an earlier run: it grows from there)")
     p.add_argument("--db-dir", default="", help="keep the databases here; a second run on the same sizes grows "
                    "nothing and only measures (e.g. again on an idle machine)")
-    asyncio.run(main_async(p.parse_args()))
+    args = p.parse_args()
+    if args.db and args.embeddings == "both" and "{embeddings}" not in args.db:
+        p.error("--db needs {embeddings} in the URL to keep the two settings apart, or --embeddings off|on")
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -171,7 +171,9 @@ class Retriever:
         self, user_id: str, query: str, limit: int, filters: Filters, threshold: float
     ) -> list[ScoredMemory]:
         assert self.vectors is not None
-        # The model embeds the query in its own thread while SQLite's ranks the keyword side.
+        # The model embeds the query in its own thread while the database ranks the keyword side.
+        # The user's vectors come first: their one query (has another process written?) is then
+        # not queued behind the keyword ranking on a PostgreSQL store's reader (bench/README.md).
         # That side's word-vector expansion (memory/ranking.py) needs the user's vocabulary,
         # which is kept with the user's vectors.
         embedding = asyncio.ensure_future(self.vectors.embed([query]))

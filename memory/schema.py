@@ -230,14 +230,13 @@ MIGRATIONS: list[str] = [
 
 
 def _one_keyword_index(db: sqlite3.Connection) -> None:
-    from .keyword_index import apply_pending
+    from .keyword_index import index_queued
 
     # fts_user_<hex>; its shadow tables (fts_user_<hex>_data, ...) go with it.
     sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'fts_user_*' AND name NOT GLOB 'fts_user_*_*'"
     for (name,) in db.execute(sql).fetchall():
         db.execute(f'DROP TABLE "{name}"')
-    for (user_id,) in db.execute("SELECT DISTINCT user_id FROM fts_pending").fetchall():
-        apply_pending(db, user_id)
+    index_queued(db)
 
 
 # Steps SQL cannot say, run after the migration of that number, in its transaction.

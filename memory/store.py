@@ -1,24 +1,28 @@
-"""The SQLite store: memories, their history, and keyword search, over aiosqlite.
+"""The store: memories, their history, and keyword search, over SQLite (aiosqlite) or PostgreSQL.
 
 One `Store` per process, shared by every connection the server accepts. Writes go through a
-single writer connection, one `BEGIN IMMEDIATE` transaction per change (memory row, history
-event and full-text index together); reads use a second connection, which WAL lets run beside
-the writer. Validation happens before a transaction starts, so an error leaves the store as
-it was.
+single writer connection, one write transaction per change (memory row, history event and
+keyword index together); reads use a second connection, which runs beside the writer (SQLite's
+WAL; PostgreSQL's MVCC). Validation happens before a transaction starts, so an error leaves the
+store as it was.
+
+The store is one code path over an aiosqlite connection pair, or memory/postgres.py's connection
+with the same surface (`?` parameters, rows by name and index, sqlite3's error classes). What is
+not portable - opening and migrating, beginning a write transaction (SQLite's `BEGIN IMMEDIATE`,
+PostgreSQL's advisory lock), the "did another process write?" token, health checks, the file -
+is the backend's (memory/backends/), chosen once by the database's location.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -29,10 +33,10 @@ from .deadline import commit_point
 from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument, MemoryNotFound
 from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
-from . import keyword_index
+from . import keyword_index, keyword_search
+from .backends import backend_for
 from .keyword_index import IndexStats
-from .ranking import expand_query, query_terms
-from .schema import AFTER_MIGRATION, MIGRATIONS
+from .ranking import query_terms
 from .secrets import SecretsPolicy
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -140,12 +144,15 @@ class Filters:
 
 
 class Store:
-    """Memories of many users in one SQLite file; every method is scoped to one user."""
+    """Memories of many users in one database; every method is scoped to one user."""
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, limits: Limits,
         busy_timeout_ms: int = 10_000, secrets: SecretsPolicy | None = None, synchronous: Synchronous = "FULL",
+        backend: Any = None,
     ) -> None:
+        # What is not portable SQL (memory/backends/): SQLite's file, or PostgreSQL's URL.
+        self._backend = backend or backend_for(path)
         self._writer = writer
         self._busy_timeout_ms = busy_timeout_ms
         self._synchronous = synchronous
@@ -162,7 +169,7 @@ class Store:
         self.limits = limits
         # Credentials in what is written (MEMOIR_SECRETS): refused, redacted or allowed (memory/secrets.py).
         self.secrets = secrets or SecretsPolicy()
-        self._file: _OpenedFile | None = None  # None for an in-memory database
+        self._file: Any = None  # the SQLite file opened; None in memory and on PostgreSQL
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -176,20 +183,13 @@ class Store:
         busy_timeout_ms: int = 10_000,
         secrets: SecretsPolicy | None = None,
     ) -> Store:
-        """Open (creating and migrating as needed) the database at `path`."""
+        """Open (creating and migrating as needed) the database at `path`: an SQLite file (or
+        ":memory:"), or a PostgreSQL database named by a `postgresql://` URL."""
         path = str(path)
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, synchronous, busy_timeout_ms)
-        try:
-            await migrate(writer)
-            # An in-memory database exists only on its own connection, so it is read there too.
-            reader = writer if path == ":memory:" else await _connect(path, synchronous, busy_timeout_ms)
-        except BaseException:
-            await writer.close()
-            raise
-        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets, synchronous)
-        store._file = _OpenedFile.of(path)
+        backend = backend_for(path)
+        writer, reader = await backend.open(synchronous, busy_timeout_ms)
+        store = cls(writer, reader, path, limits or Limits(), busy_timeout_ms, secrets, synchronous, backend)
+        store._file = backend.opened_file()
         return store
 
     async def close(self) -> None:
@@ -254,7 +254,7 @@ class Store:
         self._check_file()
         db = self._writer
         try:
-            await db.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) while another process writes
+            await self._backend.begin(db)  # waits (busy timeout) while another process writes
         except BaseException:
             # Stopped (the call's time limit) while BEGIN waits: aiosqlite still runs it, so queue a
             # ROLLBACK behind it - without waiting for either, or the call would wait out the busy timeout.
@@ -287,7 +287,7 @@ class Store:
             # Shorten SQLite's wait for another writer only when less time is left than it would wait.
             busy_ms = None if left is None or left * 1000 >= self._busy_timeout_ms else max(1, int(left * 1000))
             trip = asyncio.ensure_future(
-                _in_thread(self._writer, _begin_and_commit, statements, busy_ms, self._busy_timeout_ms)
+                _in_thread(self._writer, self._backend.begin_and_commit, statements, busy_ms, self._busy_timeout_ms)
             )
             try:
                 written = await asyncio.shield(trip)
@@ -617,7 +617,7 @@ class Store:
         search counts common words), and which of `terms` each of `memory_ids` holds. Call it
         after a keyword search, which brings the index up to date."""
         return await _in_thread(
-            self._reader, _term_matches, user_id, list(terms), list(memory_ids), self._index_stats.get(user_id)
+            self._reader, keyword_search.term_matches, self._backend.state, user_id, list(terms), list(memory_ids), self._index_stats.get(user_id)
         )
 
     async def _keyword_rows(
@@ -632,11 +632,11 @@ class Store:
         where, params = filters.sql() if filters.narrows else ("", [])
         retired = filters.current_only and not filters.narrows
 
-        async def read(check_pending: bool) -> _KeywordRead:
+        async def read(check_pending: bool) -> keyword_search.KeywordRead:
             # One trip to the reader's thread (three before: queued changes, common words, the
             # ranking), because each trip costs about as much as the ranking's own SQL at 10k.
             return await _in_thread(
-                self._reader, _keyword_read,
+                self._reader, keyword_search.read, self._backend.state,
                 user_id, terms, columns, limit, where, params, self._index_stats.get(user_id), check_pending, retired,
                 similar,
             )
@@ -658,17 +658,19 @@ class Store:
 
     async def sync_index(self, user_id: str) -> bool:
         """Apply the user's queued changes to the keyword index; False if the user has none."""
-        if await _in_thread(self._reader, _has_pending, user_id):
+        if await _in_thread(self._reader, keyword_search.has_pending, user_id):
             await self._index_queued(user_id)
         rows = await _fetchall(self._reader, "SELECT 1 FROM keyword_users WHERE user_id = ?", (user_id,))
         return bool(rows)
 
     async def _index_queued(self, user_id: str) -> None:
         """Index the user's queued changes, in one transaction of its own: one trip to the writer's
-        thread, committed without waiting for the disk (see `_index_lightly`)."""
+        thread, committed without waiting for the disk (the backend's `write_lightly`)."""
         async with self._write_lock:
             self._check_file()
-            trip = asyncio.ensure_future(_in_thread(self._writer, _index_lightly, user_id, self._synchronous))
+            trip = asyncio.ensure_future(_in_thread(
+                self._writer, self._backend.write_lightly, self._synchronous, keyword_index.apply_pending, user_id
+            ))
             # Stopped meanwhile, the trip still runs to its COMMIT or ROLLBACK, before anything
             # queued after it on the connection.
             await asyncio.shield(trip)
@@ -703,6 +705,21 @@ class Store:
         """A read on the reader connection, for the package's modules that keep tables of their own (tokens)."""
         return await _fetchall(self._reader, sql, params)
 
+    async def columns(self, table: str) -> list[str] | None:
+        """A table's columns; None when the database has no such table."""
+        try:
+            async with self._reader.execute(f"SELECT * FROM {table} WHERE 1 = 0") as cursor:
+                return [d[0] for d in cursor.description]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+
+    async def after_copy(self, db: aiosqlite.Connection) -> None:
+        """In the transaction that copied rows with their ids (memory/migrate.py): let new rows
+        take ids after them (PostgreSQL's identity sequences do not follow inserted ids)."""
+        await self._backend.after_copy(db)
+
     async def filtered_ids(self, user_id: str, filters: Filters) -> list[str]:
         """The ids of the user's memories that pass `filters`."""
         where, params = filters.sql()
@@ -716,13 +733,13 @@ class Store:
         (others' and unknown ids are left out)."""
         rows: dict[str, sqlite3.Row] = {}
         for chunk, marks in _id_chunks([m for m, _ in ranked]):
-            # `+m.user_id`: look the ids up by their unique index; SQLite otherwise chose the
+            # `m.user_id || ''`: look the ids up by their unique index; SQLite otherwise chose the
             # (user_id, created_at) index and read every memory of the user (1.3 ms at 10,000).
             rows.update(
                 (r["memory_id"], r)
                 for r in await _fetchall(
                     self._reader,
-                    f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE +m.user_id = ? AND m.memory_id IN ({marks})",
+                    f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.user_id || '' = ? AND m.memory_id IN ({marks})",
                     (user_id, *chunk),
                 )
             )
@@ -738,13 +755,11 @@ class Store:
 
     async def data_version(self) -> int:
         """Changes whenever another connection (another process) commits to the database."""
-        row = await _fetchone(self._writer, "PRAGMA data_version", ())
-        return int(row[0])
+        return await self._backend.data_version(self._writer, self._reader)
 
     async def quick_check(self) -> str:
         """'ok', or what SQLite's PRAGMA quick_check found wrong (a damaged file)."""
-        rows = await _fetchall(self._reader, "PRAGMA quick_check(3)", ())
-        return "; ".join(" ".join(str(r[0]).split()) for r in rows)  # one line
+        return await self._backend.quick_check(self._reader)
 
     async def keyword_index_problems(self) -> list[str]:
         """What is inconsistent in the keyword index (memory/keyword_index.py `problems`)."""
@@ -758,8 +773,17 @@ class Store:
         return indexed
 
     async def integrity_check(self) -> str:
-        row = await _fetchone(self._reader, "PRAGMA integrity_check", ())
-        return str(row[0])
+        return await self._backend.integrity_check(self._reader)
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._backend.name
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the database is a local file (SQLite): a backup copies it, a doctor opens it."""
+        return self._backend.is_file
 
     # -- inside a transaction ---------------------------------------------------------------
 
@@ -875,6 +899,10 @@ class Store:
         )
         if after.memory != before.memory:
             self._changes.append(Changed(user_id, memory_id, after.memory))
+            # The vector of the old text goes in the same transaction: another process (another
+            # instance) that reloads this user's vectors before this one saves the new text's
+            # would otherwise rank the new text by the old one's meaning; without one, it embeds it.
+            await db.execute("DELETE FROM embeddings WHERE memory_rowid = (SELECT id FROM memories WHERE memory_id = ?)", (memory_id,))
         await record_event(db, event_statement(memory_id, user_id, "update", before, after, change, stamp, undoes, part_of))
         return after
 
@@ -937,57 +965,6 @@ class Store:
 # -- module helpers ---------------------------------------------------------------------------
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
-
-
-@dataclass(frozen=True)
-class _OpenedFile:
-    """The database file a store opened, and its WAL and shared-memory files beside it."""
-
-    path: str  # absolute: SQLite resolved it once, at open; a later chdir must not matter
-    identity: tuple[int, int]
-    sidecars: dict[str, tuple[int, int]]  # "-wal" / "-shm" -> identity
-
-    @classmethod
-    def of(cls, path: str) -> _OpenedFile | None:
-        if path in (":memory:", ""):
-            return None
-        path = os.path.abspath(path)
-        identity = _identity(path)
-        if identity is None:
-            return None
-        found = {suffix: _identity(path + suffix) for suffix in ("-wal", "-shm")}
-        return cls(path, identity, {suffix: i for suffix, i in found.items() if i is not None})
-
-    def gone(self) -> Literal["deleted", "replaced"] | None:
-        """How the path no longer leads to the opened file; None while it does (or cannot be told)."""
-        try:
-            found = os.stat(self.path)
-        except (FileNotFoundError, NotADirectoryError):
-            return "deleted"
-        except OSError:
-            return None  # cannot look (e.g. permissions changed): writes go on as before
-        return None if (found.st_dev, found.st_ino) == self.identity else "replaced"
-
-    def drop_stale_sidecars(self) -> None:
-        """After closing: remove this store's WAL and shared-memory files if the database file
-        was deleted or replaced meanwhile. SQLite leaves them then (the file "has moved"), and
-        would apply the old file's WAL to whatever file is next opened at the path - a backup
-        renamed into place would come back as the old database. Only the very files this store
-        had open are removed, never another's."""
-        if self.gone() is None:
-            return
-        for suffix, identity in self.sidecars.items():
-            if _identity(self.path + suffix) == identity:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path + suffix)
-
-
 async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user_id: str) -> bool:
     """Whether another user has, or ever had, a memory with this id (a row or a history event).
 
@@ -1002,67 +979,6 @@ async def id_used_by_another_user(db: aiosqlite.Connection, memory_id: str, user
         (memory_id, user_id, memory_id, user_id),
     )
     return bool(row[0])
-
-
-async def _connect(path: str, synchronous: Synchronous, busy_timeout_ms: int) -> aiosqlite.Connection:
-    # isolation_level=None: transactions are begun explicitly, so each change is exactly one.
-    connection = aiosqlite.connect(path, isolation_level=None)
-    try:
-        db = await connection
-    except BaseException:
-        # aiosqlite queues its thread's stop without waiting for it: were the loop to close first,
-        # the thread would print "Event loop is closed" tracebacks (e.g. a read-only directory).
-        await asyncio.to_thread(connection._thread.join, 5)
-        raise
-    try:
-        db.row_factory = sqlite3.Row
-        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        if path != ":memory:":
-            await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute(f"PRAGMA synchronous = {synchronous}")
-        await db.execute("PRAGMA foreign_keys = ON")
-    except BaseException:
-        # e.g. "file is not a database": an open connection's thread would keep the process alive.
-        await db.close()
-        raise
-    return db
-
-
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the schema to the newest version; returns the version it was at."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        row = await _fetchone(db, "PRAGMA user_version", ())
-        version = int(row[0])
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"the database is at schema version {version}, newer than this memoir knows ({len(MIGRATIONS)}); "
-                "upgrade memoir-mcp"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in _statements(script):
-                await db.execute(statement)
-            if number in AFTER_MIGRATION:
-                await _in_thread(db, AFTER_MIGRATION[number])
-            await db.execute(f"PRAGMA user_version = {number}")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
-    return version
-
-
-def _statements(script: str) -> Iterable[str]:
-    """Split a migration into statements (executescript would commit on its own)."""
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                yield buffer.strip()
-            buffer = ""
-    if buffer.strip():
-        yield buffer.strip()
 
 
 # execute_fetchall runs the statement and fetches in one trip to the connection's thread
@@ -1084,164 +1000,12 @@ T = TypeVar("T")
 async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """`fn(connection, *args)` on the connection's thread, in one trip: for work of several
     statements. aiosqlite has no public way to do this; `_execute` is how its own methods do it
-    (pinned: aiosqlite < 0.23 in pyproject.toml)."""
+    (pinned: aiosqlite < 0.23 in pyproject.toml). memory/postgres.py's connection offers the same
+    `_execute` and `_conn` (a sqlite3-like connection), so `fn` runs unchanged on either backend."""
     return await db._execute(fn, db._conn, *args)
 
 
-@dataclass
-class _KeywordRead:
-    rows: list[sqlite3.Row] = field(default_factory=list)
-    pending: bool = False  # the user's index has queued changes: apply them, then read again
-    stats: IndexStats | None = None  # None when the user has no index
-
-
-def _has_pending(db: sqlite3.Connection, user_id: str) -> bool:
-    """Whether changes to the user's memories wait to be applied to the keyword index."""
-    return db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is not None
-
-
-def _state(db: sqlite3.Connection) -> tuple[int, int]:
-    """The database's state as this connection sees it: the reader's `PRAGMA data_version` (it
-    moves when any other connection, this store's writer included, commits) and its own
-    `total_changes` (for an in-memory store, read where written)."""
-    return (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
-
-
-def _keyword_read(
-    db: sqlite3.Connection, user_id: str, terms: list[str], columns: str, limit: int,
-    where: str, params: list[Any], stats: IndexStats | None, check_pending: bool, without_retired: bool,
-    similar: dict[str, list[tuple[str, float]]] | None = None,
-) -> _KeywordRead:
-    """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
-    user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
-    then says which memories are valid, is empty); `similar`: word-vector expansion candidates
-    of the terms (memory/ranking.py `expand_query`), added when their term is ranked by."""
-    version = _state(db)
-    if stats is None or stats.version != version:
-        # Nothing was committed since `stats` was taken with no changes queued: no need to look.
-        if check_pending and _has_pending(db, user_id):
-            return _KeywordRead(pending=True)
-        stats = keyword_index.stats(db, user_id, version)
-        if stats is None:
-            return _KeywordRead()  # the user has never had a memory
-    by_term = keyword_index.query_words(terms)
-    wanted = [w for ws in by_term.values() for w in ws]
-    keyword_index.count_matches(db, stats, wanted)
-    ranked = keyword_index.ranked_words(stats, wanted)
-    if not ranked:
-        return _KeywordRead(stats=stats)
-    weights: dict[str, float] | None = None
-    if similar:
-        kept = {t: ws for t, ws in by_term.items() if ws and all(w in ranked for w in ws)}
-        weights = expand_query(kept, similar)
-        keyword_index.count_matches(db, stats, list(weights))
-        weights = {w: x for w, x in weights.items() if keyword_index.rankable(stats, w)}
-        ranked = [*ranked, *weights]
-    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked, weights)
-    if where:  # a filter is on memories' columns: filter every match, then keep the best
-        sql = (
-            f"SELECT {columns}, k.score FROM ({scores}) AS k JOIN memories m ON m.id = k.doc"
-            f" WHERE m.user_id = ?{where} ORDER BY k.score DESC, m.created_at DESC, m.id DESC LIMIT ?"
-        )
-        rows = db.execute(sql, (*scores_params, user_id, *params, limit)).fetchall()
-    else:
-        # Rank the user's postings alone, and join just the best `limit` rows.
-        retired = (
-            " WHERE doc NOT IN (SELECT id FROM memories WHERE user_id = ? AND valid_to IS NOT NULL)"
-            if without_retired else ""
-        )
-        sql = (
-            f"SELECT {columns}, k.score FROM (SELECT doc, score FROM ({scores}){retired}"
-            " ORDER BY score DESC, doc DESC LIMIT ?) AS k JOIN memories m ON m.id = k.doc"
-            " ORDER BY k.score DESC, m.created_at DESC, m.id DESC"
-        )
-        rows = db.execute(sql, (*scores_params, *((user_id,) if without_retired else ()), limit)).fetchall()
-    return _KeywordRead(rows=rows, stats=stats)
-
-
-def _term_matches(
-    db: sqlite3.Connection, user_id: str, terms: list[str], memory_ids: list[str], stats: IndexStats | None
-) -> tuple[int, dict[str, int], dict[str, set[str]]]:
-    """See `Store.term_matches`; the counts the keyword search kept for this state are reused.
-    A term of several index words ("e-mail") counts as its rarest and is held when any is."""
-    held: dict[str, set[str]] = {m: set() for m in memory_ids}
-    version = _state(db)
-    if stats is None or stats.version != version:
-        stats = keyword_index.stats(db, user_id, version)
-        if stats is None:
-            return 0, {t: 0 for t in terms}, held
-    by_term = keyword_index.query_words(terms)
-    keyword_index.count_matches(db, stats, [w for ws in by_term.values() for w in ws])
-    counts = {t: min((stats.matches[w] for w in ws), default=0) for t, ws in by_term.items()}
-    if memory_ids:
-        doc_of: dict[int, str] = {}
-        for chunk, marks in _id_chunks(memory_ids):
-            doc_of.update(
-                (int(r[0]), r[1]) for r in db.execute(f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
-            )
-        words = [w for t, ws in by_term.items() if counts[t] for w in ws]
-        terms_of_word: dict[str, list[str]] = {}
-        for t, ws in by_term.items():
-            for w in ws:
-                terms_of_word.setdefault(w, []).append(t)
-        for doc, word in keyword_index.holders(db, stats.uid, words, list(doc_of)):
-            held[doc_of[doc]].update(terms_of_word[word])
-    return stats.size, counts, held
-
-
-
 Statement = tuple[str, tuple[Any, ...]]
-
-
-def _index_lightly(db: sqlite3.Connection, user_id: str, synchronous: Synchronous) -> None:
-    """Apply the user's queued changes to the keyword index, committed with `synchronous = NORMAL`.
-
-    The index is derived data: its transaction moves rows from the queue into the index, so a
-    power cut that loses it (WAL with NORMAL does not wait for the disk at COMMIT) loses both
-    sides, and the changes are indexed again from the queue. Waiting for the disk (FULL, the
-    default) made a user's first search after a write pay for a write's fsync: with 10,000
-    users, p99 27 ms instead of ~5. The next durable commit syncs these frames too.
-    """
-    lighter = synchronous in ("FULL", "EXTRA")
-    if lighter:
-        db.execute("PRAGMA synchronous = NORMAL")
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            keyword_index.apply_pending(db, user_id)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-    finally:
-        if lighter:
-            db.execute(f"PRAGMA synchronous = {synchronous}")
-
-
-def _begin_and_commit(
-    db: sqlite3.Connection, statements: list[Statement], busy_ms: int | None, usual_busy_ms: int
-) -> bool:
-    """BEGIN, `statements`, COMMIT; rolled back on any error. False, with nothing written, when
-    another connection held the write lock for longer than `busy_ms` (None: the usual wait)."""
-    if busy_ms is not None:
-        db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return False
-        raise
-    finally:
-        if busy_ms is not None:
-            db.execute(f"PRAGMA busy_timeout = {int(usual_busy_ms)}")
-    try:
-        for sql, params in statements:
-            db.execute(sql, params)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return True
 
 
 def check_valid_from(value: str | None, stamp: str) -> str | None:
@@ -1330,8 +1094,9 @@ def event_statement(
 
 async def record_event(db: aiosqlite.Connection, event: Statement) -> int:
     """Write an `event_statement` inside an open transaction; returns the new event's id."""
-    cursor = await db.execute(*event)
-    return int(cursor.lastrowid)
+    sql, params = event
+    cursor = await db.execute(sql + " RETURNING event_id", params)
+    return int((await cursor.fetchone())[0])
 
 
 async def _last_event_id(db: aiosqlite.Connection) -> int:

@@ -358,13 +358,13 @@ class VectorIndex:
         model = await self.embedder()
         rows = await self.store.fetch(
             "SELECT m.id, m.memory FROM memories m LEFT JOIN embeddings e ON e.memory_rowid = m.id"
-            " WHERE e.vector IS NULL OR e.model IS NOT ? ORDER BY m.id",
+            " WHERE e.vector IS NULL OR e.model IS DISTINCT FROM ? ORDER BY m.id",
             (model.name,),
         )
         for start in range(0, len(rows), EMBED_BATCH):
             batch = rows[start : start + EMBED_BATCH]
             fresh = await self.embed([r["memory"] for r in batch])
-            await self._save([(r["id"], fresh[i]) for i, r in enumerate(batch)], model)
+            await self._save([(r["id"], r["memory"], fresh[i]) for i, r in enumerate(batch)], model)
             if on_progress is not None:
                 on_progress(start + len(batch), len(rows))
         return len(rows)
@@ -484,7 +484,7 @@ class VectorIndex:
         if stale:
             fresh = await self.embed([rows[i]["memory"] for i in stale])
             matrix[stale] = fresh
-            await self._save([(rows[i]["id"], fresh[j]) for j, i in enumerate(stale)], model)
+            await self._save([(rows[i]["id"], rows[i]["memory"], fresh[j]) for j, i in enumerate(stale)], model)
             log.info("embedded %d memories of user %s that had no current vector", len(stale), user_id)
         questions = {r["memory_id"] for r in rows if is_question(r["memory"])}
         retired = {r["memory_id"] for r in rows if r["retired"]}
@@ -492,14 +492,18 @@ class VectorIndex:
         table = await self.word_table(w for text in texts for w in text_words(text))
         return UserVectors.build([r["memory_id"] for r in rows], matrix, questions, retired, table, texts)
 
-    async def _save(self, pairs: list[tuple[int, np.ndarray]], model: Embedder) -> None:
-        if not pairs:
+    async def _save(self, vectors: list[tuple[int, str, np.ndarray]], model: Embedder) -> None:
+        """Store `(memory row id, the text embedded, its vector)`s. A vector is kept only while its
+        memory still has that text: a change made meanwhile (by this process or another) deleted
+        the memory's old vector (Store._update), and its new text is embedded on its own."""
+        if not vectors:
             return
         async with self.store.transaction() as db:
             await db.executemany(
-                "INSERT OR REPLACE INTO embeddings (memory_rowid, model, dim, vector)"
-                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memories WHERE id = ?)",
-                [(rowid, model.name, model.dim, vec.astype("<f4").tobytes(), rowid) for rowid, vec in pairs],
+                "INSERT INTO embeddings (memory_rowid, model, dim, vector)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memories WHERE id = ? AND memory = ?)"
+                " ON CONFLICT (memory_rowid) DO UPDATE SET model = excluded.model, dim = excluded.dim, vector = excluded.vector",
+                [(rowid, model.name, model.dim, vec.astype("<f4").tobytes(), rowid, text) for rowid, text, vec in vectors],
             )
 
     async def _on_commit(self, changes: list[Changed]) -> None:
@@ -543,7 +547,9 @@ class VectorIndex:
             model = await self.embedder()
             fresh = await self.embed([c.text for c in written])  # type: ignore[misc]
             rowids = await self.store.rowids([c.memory_id for c in written])
-            await self._save([(rowids[c.memory_id], fresh[i]) for i, c in enumerate(written) if c.memory_id in rowids], model)
+            await self._save(
+                [(rowids[c.memory_id], c.text, fresh[i]) for i, c in enumerate(written) if c.memory_id in rowids], model
+            )
             vectors_by_id = {c.memory_id: fresh[i] for i, c in enumerate(written)}
             # The new words of users whose vocabulary is kept (loaded or loading); the others'
             # are embedded when their vectors are loaded.

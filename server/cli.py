@@ -24,6 +24,7 @@ from pathlib import Path
 import sniffio
 
 import memoir
+from memoir.memory.backends import is_postgres, redacted
 from memoir.memory.budget import check_max_tokens, fit
 from memoir.memory.errors import MemoirError, MemoryNotFound, TokenNotFound
 from memoir.memory.limits import Limits, parse_time
@@ -35,7 +36,7 @@ from memoir.tools.context import AppContext
 
 from .app import build_server, running_app
 from .entry import quiet_stdout
-from .settings import DEFAULT_PORT, Settings, default_db_path, parse_tools
+from .settings import DEFAULT_PORT, Settings, database_location, default_db_path, parse_tools
 from .stdio import run_stdio
 from .transports import exit_now, serve_http
 from . import ui
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.sync_run(args)
     try:
         settings = Settings.from_env().with_overrides(
-            db_path=Path(args.db).expanduser() if getattr(args, "db", None) else None, user_id=getattr(args, "user", None)
+            db_path=database_location(args.db) if getattr(args, "db", None) else None, user_id=getattr(args, "user", None)
         )
     except ValueError as exc:
         print(f"memoir: a MEMOIR_* environment variable is invalid: {exc}", file=sys.stderr)
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.check_log_level()
         if getattr(args, "user", None) is not None:
             Limits().user_id(args.user, "--user")  # named as the user typed it, not as MEMOIR_USER_ID
-        if getattr(args, "reads_only", False) and not settings.db_path.exists():
+        if getattr(args, "reads_only", False) and not is_postgres(settings.db_path) and not Path(settings.db_path).exists():
             raise MemoirError(
                 f"no database at {settings.db_path}; check --db or MEMOIR_DB (default {default_db_path()}); "
                 "`memoir add` or `memoir serve` creates one"
@@ -111,9 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def database_problem(path: Path, exc: BaseException) -> str:
+def database_problem(path: Path | str, exc: BaseException) -> str:
     """One line naming the database, what is wrong and the fix."""
     text = " ".join(str(exc).split())  # SQLite's reports span lines; the error is one
+    if is_postgres(path):
+        return (
+            f"cannot use the PostgreSQL database {redacted(path)}: {text} (check that the server is up, "
+            "that the database exists and that the URL's user may use it)"
+        )
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return (
             f"the database {path} is damaged ({text}): restore a backup made by `memoir backup` (copy it over this "
@@ -552,6 +558,12 @@ async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    if is_postgres(settings.db_path):
+        raise MemoirError(
+            "memoir backup copies an SQLite file; a PostgreSQL database is backed up with PostgreSQL's own tools, "
+            f"e.g. `pg_dump --format=custom --file=memoir.dump '{redacted(settings.db_path)}'` "
+            "(restore with pg_restore), or `memoir export --history -o memoir.jsonl` for memoir's own format"
+        )
     target = Path(args.path).expanduser()
     if not target.parent.is_dir():
         raise MemoirError(f"no directory {target.parent} for the backup {target.name}; create it first or choose another path")
@@ -560,6 +572,32 @@ async def _backup(settings: Settings, args: argparse.Namespace) -> int:
     with progress(f"backing up to {target.name}") as bar:
         written = await transfer.backup(settings.db_path, target, bar.step)
     print(f"memoir: backed up {settings.db_path} to {written} (integrity check ok)")
+    return 0
+
+
+def _migration_location(text: str) -> str:
+    if is_postgres(text):
+        return text
+    path = text.removeprefix("sqlite:")
+    return str(Path(path).expanduser())
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from memoir.memory.migrate import migrate_database
+
+    source, target = _migration_location(args.source), _migration_location(args.target)
+    if not is_postgres(source) and not Path(source).exists():
+        raise MemoirError(f"no database at {source} to migrate from")
+    from .human import progress
+
+    try:
+        with progress("copying") as bar:
+            done = await migrate_database(source, target, on_progress=bar.step)
+    except sqlite3.Error as exc:
+        raise MemoirError(f"cannot migrate {redacted(source)} to {redacted(target)}: {' '.join(str(exc).split())}") from exc
+    counts = ", ".join(f"{n:,} {table}" for table, n in done.counts.items() if n)
+    print(f"memoir: copied {redacted(source)} to {redacted(target)}: {counts or 'nothing (it was empty)'}; "
+          f"verified: every table's count, {done.searches_compared} sample searches alike")
     return 0
 
 
@@ -612,13 +650,14 @@ def _parser() -> argparse.ArgumentParser:
   memoir list                       a table on a terminal; --json (or a pipe) for JSON
   memoir log                        recent changes, with the event ids `memoir undo EVENT` takes
   memoir backup ~/memoir-backup.db
+  memoir migrate --from sqlite:~/memoir.db --to postgresql://memoir@db.example/memoir
   memoir doctor                     check the database, the model and the configuration
 
 database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     )
     parser.add_argument("--version", action="version", version=f"memoir {memoir.__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="SQLite database file (env MEMOIR_DB; default: the user data directory)")
+    common.add_argument("--db", help="SQLite database file, or a postgresql:// URL (env MEMOIR_DB; default: a file in the user data directory)")
     user = argparse.ArgumentParser(add_help=False)
     user.add_argument("--user", help="user id (env MEMOIR_USER_ID; default 'default')")
     output = argparse.ArgumentParser(add_help=False)
@@ -727,6 +766,15 @@ database: {default_db_path()} (change with --db or MEMOIR_DB)""",
     backup = sub.add_parser("backup", parents=[common], help="copy the database safely, even while a server runs")
     backup.add_argument("path", metavar="PATH", help="the backup file (replaced atomically)")
     backup.set_defaults(run=_backup, reads_only=True)
+
+    migrate = sub.add_parser(
+        "migrate", help="copy a whole database to another backend (SQLite <-> PostgreSQL): memories, history, tokens, vectors, OAuth",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="DB",
+                         help="the database to copy: sqlite:PATH (or a path), or a postgresql:// URL")
+    migrate.add_argument("--to", dest="target", required=True, metavar="DB",
+                         help="an empty (or new) database: sqlite:PATH, or a postgresql:// URL")
+    migrate.set_defaults(run=_migrate)
 
     token = sub.add_parser("token", help="bearer tokens, OAuth sign-in codes and grants for SSE / HTTP: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)

@@ -11,6 +11,10 @@ import asyncio
 import sqlite3
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memoir.memory.backends import is_postgres, redacted
 
 from .settings import Settings
 
@@ -27,6 +31,9 @@ def _database(settings: Settings) -> list[Finding]:
     from memoir.memory.schema import MIGRATIONS
 
     path = settings.db_path
+    if isinstance(path, str) and is_postgres(path):
+        return _postgres(path)
+    path = Path(path)
     if not path.exists():
         return [Finding("database", True, f"{path} does not exist yet; `memoir serve` or `memoir add` creates it")]
     try:
@@ -41,22 +48,9 @@ def _database(settings: Settings) -> list[Finding]:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         memories, users = db.execute("SELECT count(*), count(DISTINCT user_id) FROM memories").fetchone() if version else (0, 0)
         found.append(Finding("database", True, f"{path}: integrity ok, {memories:,} memories of {users:,} users"))
-        if version > len(MIGRATIONS):
-            found.append(Finding("schema", False, f"version {version}, newer than this memoir ({len(MIGRATIONS)})", "upgrade memoir-mcp"))
-        elif version < len(MIGRATIONS):
-            found.append(Finding("schema", True, f"version {version}; the next memoir command migrates it to {len(MIGRATIONS)}"))
-        else:
-            found.append(Finding("schema", True, f"version {version} (current)"))
+        found.append(_schema(version, len(MIGRATIONS)))
         if version >= 7:  # memoir's own keyword index (memory/keyword_index.py)
-            from memoir.memory.keyword_index import problems
-
-            if wrong := problems(db):
-                found.append(Finding(
-                    "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
-                    f"`memoir reindex --db {path}` rebuilds it from the memories (nothing is lost)",
-                ))
-            else:
-                found.append(Finding("keyword index", True, "in step with the memories"))
+            found.append(_keyword_index(db, f"memoir reindex --db {path}"))
         tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
         if tokens:
             found.append(Finding("tokens", True, f"{tokens} bearer token(s): SSE/HTTP require one (`memoir token list`)"))
@@ -72,6 +66,54 @@ def _database(settings: Settings) -> list[Finding]:
     finally:
         db.close()
     return found
+
+
+def _postgres(url: str) -> list[Finding]:
+    from memoir.memory.backends.pg_schema import MIGRATIONS
+    from memoir.memory.postgres import connect_sync
+
+    shown = redacted(url)
+    try:
+        db = connect_sync(url, application_name="memoir doctor")
+    except sqlite3.Error as exc:
+        return [Finding("database", False, f"PostgreSQL {shown}: {' '.join(str(exc).split())}",
+                        "check that the server is up, the database exists and the URL's user may use it")]
+    found: list[Finding] = []
+    try:
+        exists = db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+        version = int(db.execute("SELECT version FROM schema_version").fetchone()[0]) if exists else 0
+        memories, users = db.execute("SELECT count(*), count(DISTINCT user_id) FROM memories").fetchone() if version else (0, 0)
+        found.append(Finding("database", True, f"PostgreSQL {shown}: {memories:,} memories of {users:,} users"))
+        found.append(_schema(version, len(MIGRATIONS)))
+        if version:
+            found.append(_keyword_index(db, "memoir reindex"))
+        tokens = db.execute("SELECT count(*) FROM tokens").fetchone()[0] if version else 0
+        found.append(Finding("tokens", True, f"{tokens} bearer token(s)" if tokens else "none"))
+    except sqlite3.Error as exc:
+        found.append(Finding("database", False, f"PostgreSQL {shown}: {' '.join(str(exc).split())}"))
+    finally:
+        db.close()
+    return found
+
+
+def _schema(version: int, latest: int) -> Finding:
+    if version > latest:
+        return Finding("schema", False, f"version {version}, newer than this memoir ({latest})", "upgrade memoir-mcp")
+    if version < latest:
+        return Finding("schema", True, f"version {version}; the next memoir command migrates it to {latest}")
+    return Finding("schema", True, f"version {version} (current)")
+
+
+def _keyword_index(db: Any, reindex: str) -> Finding:
+    """memoir's keyword index against the memories (`db`: a DB-API connection of either backend)."""
+    from memoir.memory.keyword_index import problems
+
+    if wrong := problems(db):
+        return Finding(
+            "keyword index", False, f"{len(wrong)} problem(s), e.g. {wrong[0]}",
+            f"`{reindex}` rebuilds it from the memories (nothing is lost)",
+        )
+    return Finding("keyword index", True, "in step with the memories")
 
 
 def _model(settings: Settings) -> Finding:
@@ -101,10 +143,11 @@ def _llm(settings: Settings) -> Finding:
 async def run_doctor(settings: Settings) -> int:
     findings = await asyncio.to_thread(lambda: [*_database(settings), _model(settings), _llm(settings)])
     findings.insert(0, Finding("user", True, f"'{settings.user_id}' (MEMOIR_USER_ID / --user)"))
+    width = max(len(f.name) for f in findings)  # "keyword index" is longer than the others
     for f in findings:
-        print(f"{'ok ' if f.ok else 'BAD'}  {f.name:<10} {f.detail}")
+        print(f"{'ok ' if f.ok else 'BAD'}  {f.name:<{width}} {f.detail}")
         if f.fix:
-            print(f"     {'':<10} fix: {f.fix}")
+            print(f"     {'':<{width}} fix: {f.fix}")
     problems = [f for f in findings if not f.ok]
     print(f"{len(problems)} problem(s)" if problems else "no problems found", file=sys.stderr)
     return 1 if problems else 0

@@ -180,7 +180,9 @@ def load_settings(db: str | None, user: str | None):
     from .settings import Settings
 
     try:
-        settings = Settings.from_env().with_overrides(db_path=Path(db).expanduser() if db else None, user_id=user)
+        from .settings import database_location
+
+        settings = Settings.from_env().with_overrides(db_path=database_location(db) if db else None, user_id=user)
     except ValueError as exc:
         raise HookError(f"a MEMOIR_* environment variable is invalid: {exc}") from None
     settings.check()
@@ -204,7 +206,9 @@ async def open_store(settings, *, create: bool = False):
     from memoir.memory.secrets import SecretsPolicy
     from memoir.memory.store import Store
 
-    if not create and str(settings.db_path) != ":memory:" and not Path(settings.db_path).exists():
+    from memoir.memory.backends import is_postgres
+
+    if not create and str(settings.db_path) != ":memory:" and not is_postgres(settings.db_path) and not Path(settings.db_path).exists():
         return None  # nothing remembered yet: a hook does not create the database
     return await Store.open(
         settings.db_path, limits=settings.limits, synchronous=settings.synchronous,
@@ -275,7 +279,7 @@ async def count_recalls(store, user_id: str, memory_ids: Sequence[str]) -> None:
     async with store.transaction() as db:
         await db.executemany(
             "INSERT INTO hook_recalls (memory_id, user_id, recalls, last_recalled_at) VALUES (?, ?, 1, ?) "
-            "ON CONFLICT (memory_id) DO UPDATE SET recalls = recalls + 1, last_recalled_at = excluded.last_recalled_at",
+            "ON CONFLICT (memory_id) DO UPDATE SET recalls = hook_recalls.recalls + 1, last_recalled_at = excluded.last_recalled_at",
             [(m, user_id, stamp) for m in memory_ids],
         )
 
@@ -399,21 +403,40 @@ async def user_prompt(settings, event: dict[str, Any]) -> str:
 # cold, no background process.
 
 
-def default_db() -> Path:
-    if os.environ.get("MEMOIR_DB"):
-        return Path(os.environ["MEMOIR_DB"]).expanduser()
+def _location(text: str) -> Path | str:
+    """As settings.database_location, without importing it (the fast path imports little)."""
+    return text if text.startswith(("postgresql://", "postgres://")) else Path(text).expanduser()
+
+
+def _data_dir() -> Path:
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("memoir", appauthor=False)) / "memoir.db"
+    return Path(user_data_dir("memoir", appauthor=False))
+
+
+def default_db() -> Path | str:
+    if os.environ.get("MEMOIR_DB"):
+        return _location(os.environ["MEMOIR_DB"])
+    return _data_dir() / "memoir.db"
 
 
 def warm_enabled() -> bool:
     return os.environ.get("MEMOIR_HOOK_WARM", "on").strip().lower() not in ("off", "0", "no", "false")
 
 
-def warm_socket(db_path: Path) -> Path:
+def hooks_dir(db_path: Path | str) -> Path:
+    """Per-database state of the hooks (the warm server's socket, session locks): beside an SQLite
+    file; for a PostgreSQL database, in the user's data directory, named by a hash of its URL."""
+    if isinstance(db_path, str) and db_path.startswith(("postgresql://", "postgres://")):
+        import hashlib
+
+        return _data_dir() / f"postgresql-{hashlib.sha256(db_path.encode()).hexdigest()[:16]}.hooks"
     db = Path(db_path).expanduser().absolute()
-    return db.with_name(db.name + ".hooks") / "recall.sock"
+    return db.with_name(db.name + ".hooks")
+
+
+def warm_socket(db_path: Path | str) -> Path:
+    return hooks_dir(db_path) / "recall.sock"
 
 
 def warm_fingerprint(db_path: Path) -> str:
@@ -422,7 +445,8 @@ def warm_fingerprint(db_path: Path) -> str:
     import memoir
 
     keys = ("MEMOIR_EMBEDDINGS", "MEMOIR_SECRETS", "MEMOIR_SYNCHRONOUS", "MEMOIR_MIN_RELEVANCE", "MEMOIR_EMBEDDING_MODEL_PATH")
-    return json.dumps([memoir.__version__, str(Path(db_path).expanduser().absolute()), [os.environ.get(k, "") for k in keys]])
+    where = db_path if isinstance(db_path, str) and "://" in db_path else str(Path(db_path).expanduser().absolute())
+    return json.dumps([memoir.__version__, where, [os.environ.get(k, "") for k in keys]])
 
 
 def ask_warm(db_path: Path, user_id: str, prompt: str, budget: int, timeout: float = 5.0) -> str | None:
@@ -557,8 +581,7 @@ def private_dir(path: Path) -> None:
 
 def state_dir(settings) -> Path:
     """Per-database state (session locks): next to the database file."""
-    db = Path(settings.db_path)
-    return db.with_name(db.name + ".hooks")
+    return hooks_dir(settings.db_path)
 
 
 def session_lock_path(settings, session_id: str) -> Path:
@@ -723,7 +746,7 @@ def run_hook(event_name: str, db: str | None, user: str | None, stdin: IO[str] |
         if event_name == "stop":
             stop(event, db, user)
         elif event_name == "user-prompt" and warm_enabled() and _prompt(event):
-            db_path = Path(db).expanduser() if db else default_db()
+            db_path = _location(db) if db else default_db()
             user_id = user or os.environ.get("MEMOIR_USER_ID") or "default"
             out = ask_warm(db_path, user_id, event["prompt"], hook_tokens())
             how = "warm"
@@ -731,7 +754,7 @@ def run_hook(event_name: str, db: str | None, user: str | None, stdin: IO[str] |
                 how = "cold"
                 prefetch_embedder(os.environ.get("MEMOIR_EMBEDDINGS", "on").strip().lower())
                 out = _run(user_prompt(load_settings(db, user), event))
-                if db_path.exists():
+                if isinstance(db_path, str) or db_path.exists():
                     start_warm(db, user)
             if os.environ.get("MEMOIR_HOOK_TRACE"):
                 log(f"{event_name}: answered {how}")
@@ -890,7 +913,8 @@ def claude_code_hooks(db_path: Path, user_id: str | None = None) -> dict[str, An
     base = [*memoir_command(), "hook"]
 
     def command(event: str) -> str:
-        parts = [*base, event, "--db", str(Path(db_path).expanduser().absolute())]
+        where = db_path if isinstance(db_path, str) and "://" in db_path else str(Path(db_path).expanduser().absolute())
+        parts = [*base, event, "--db", where]
         if user_id:
             parts += ["--user", user_id]
         return shlex.join(parts)

@@ -103,7 +103,9 @@ def print_search(result: dict[str, Any], *, user_id: str, query: str | None) -> 
     table = _memory_table(f"{len(results)} result(s) for {query!r} ({method})" if query else f"({method})", scores=True)
     for memory in results:
         relevance = getattr(memory, "relevance", None)
-        table.add_row(*_row(memory), "-" if relevance is None else f"{relevance:.2f}", f"{memory.score:.3f}")
+        # Three significant digits: BM25 in a store of a few memories scores around 1e-6, which
+        # three decimals showed as 0.000 beside a relevance of 1.00.
+        table.add_row(*_row(memory), "-" if relevance is None else f"{relevance:.2f}", f"{memory.score:.3g}")
     console.print(table)
     if result.get("truncated_by_budget"):
         console.print(f"cut at the token budget ({result['tokens']} tokens)", style="dim")

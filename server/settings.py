@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| MEMOIR_DB | <user data dir>/memoir.db | the SQLite database file (created on first run) |
+| MEMOIR_DB | <user data dir>/memoir.db | the SQLite database file (created on first run), or a PostgreSQL database's URL (`postgresql://user:password@host:5432/dbname`; the schema is created on first run) |
 | MEMOIR_USER_ID | default | the user a call acts for when it names none (stdio, open HTTP) |
 | MEMOIR_SYNCHRONOUS | FULL | SQLite `synchronous`: FULL survives a power cut; NORMAL is faster and survives a crash of memoir but may lose the last writes on power loss |
 | MEMOIR_HOST / MEMOIR_PORT | 127.0.0.1 / 8765 | where SSE and streamable HTTP listen |
@@ -36,6 +36,7 @@ from typing import Literal
 
 from platformdirs import user_data_dir
 
+from memoir.memory.backends import is_postgres
 from memoir.memory.extraction import EXTRACT_OPS, ExtractionSettings
 from memoir.memory.limits import Limits
 from memoir.memory.llm import DEFAULT_MODEL
@@ -54,9 +55,17 @@ def default_db_path() -> Path:
     return Path(user_data_dir("memoir", appauthor=False)) / "memoir.db"
 
 
+def database_location(text: str) -> Path | str:
+    """`--db` / MEMOIR_DB as given: a PostgreSQL URL stays a string (a Path would fold its `//`),
+    anything else is an SQLite file's path."""
+    if is_postgres(text):
+        return text
+    return Path(text).expanduser()
+
+
 @dataclass(frozen=True)
 class Settings:
-    db_path: Path = field(default_factory=default_db_path)
+    db_path: Path | str = field(default_factory=default_db_path)  # a str only for a PostgreSQL URL
     user_id: str = "default"
     synchronous: Synchronous = "FULL"
     transport: Transport = "stdio"
@@ -83,7 +92,7 @@ class Settings:
         settings = cls()
         overrides: dict[str, object] = {}
         if env.get("MEMOIR_DB"):
-            overrides["db_path"] = Path(env["MEMOIR_DB"]).expanduser()
+            overrides["db_path"] = database_location(env["MEMOIR_DB"])
         if env.get("MEMOIR_USER_ID"):
             overrides["user_id"] = env["MEMOIR_USER_ID"]
         if env.get("MEMOIR_SYNCHRONOUS"):

@@ -364,7 +364,7 @@ class Dashboard:
         return self._render(visit, "Memories", body, note=self._note(visit))
 
     def _memory_row(self, visit: Visit, m: Memory) -> str:
-        score = f'<span class="score" title="score">{m.score:.3f}</span>' if isinstance(m, ScoredMemory) else ""
+        score = f'<span class="score" title="score">{m.score:.3g}</span>' if isinstance(m, ScoredMemory) else ""
         superseded = ' <span class="badge">superseded</span>' if m.valid_to else ""
         return (
             f'<li class="memory" data-id="{h(m.memory_id)}">{score}'

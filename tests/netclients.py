@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
@@ -70,3 +73,49 @@ async def post_initialize(url: str, token: str | None = None, **headers: str) ->
             json=body,
             headers={"Accept": "application/json, text/event-stream", **bearer(token), **headers},
         )
+
+
+# -- writing while a server is killed (tests/test_durability.py, tests/test_postgres.py) ------
+
+
+@dataclass
+class Ledger:
+    """What the clients were told: acknowledged adds (id -> text), acknowledged deletes."""
+
+    added: dict[str, str] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    in_flight_deletes: set[str] = field(default_factory=set)
+    acknowledged: int = 0
+
+
+async def writer(
+    url: str, user: str, tag: str, ledger: Ledger, stop: asyncio.Event, *, timeout: float, delete_share: float = 0.33
+) -> None:
+    """Add memories ("<user> <tag> fact <n>"), deleting about `delete_share` of them, until the
+    server dies or `stop` is set; what was acknowledged goes in `ledger`."""
+    rng = random.Random(f"{user}-{tag}")
+    try:
+        async with connect(url, mode="legacy") as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                text = f"{user} {tag} fact {n}"
+                async with asyncio.timeout(timeout):
+                    result = await client.call_tool("add_memory", {"memory": text, "user_id": user})
+                if result.is_error:
+                    raise AssertionError(result.content[0].text)
+                memory_id = result.structured_content["memory_id"]
+                ledger.added[memory_id] = text
+                ledger.acknowledged += 1
+                if rng.random() < delete_share:
+                    ledger.in_flight_deletes.add(memory_id)
+                    async with asyncio.timeout(timeout):
+                        result = await client.call_tool("delete_memory", {"memory_id": memory_id, "user_id": user})
+                    if result.is_error:
+                        raise AssertionError(result.content[0].text)
+                    ledger.deleted.add(memory_id)
+                    ledger.acknowledged += 1
+    except AssertionError:
+        raise
+    except BaseException:  # noqa: BLE001 - the server was killed under us: whatever was in flight is unacknowledged
+        return

@@ -13,56 +13,17 @@ import asyncio
 import random
 import signal
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from memoir.memory.store import Store
-from tests.netclients import connect
+from tests.netclients import Ledger, connect, writer
 from tests.servers import start_server
 
 KILLS = 6
 WRITERS = 3
 CALL_TIMEOUT = 3.0
-
-
-@dataclass
-class Ledger:
-    """What the clients were told: acknowledged adds (id -> text), acknowledged deletes."""
-
-    added: dict[str, str] = field(default_factory=dict)
-    deleted: set[str] = field(default_factory=set)
-    in_flight_deletes: set[str] = field(default_factory=set)
-    acknowledged: int = 0
-
-
-async def writer(url: str, user: str, round_: int, ledger: Ledger, stop: asyncio.Event) -> None:
-    """Add memories (and delete every third one) until the server dies or `stop` is set."""
-    rng = random.Random(f"{user}-{round_}")
-    try:
-        async with connect(url, mode="legacy") as client:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                text = f"{user} round {round_} fact {n}"
-                async with asyncio.timeout(CALL_TIMEOUT):
-                    result = await client.call_tool("add_memory", {"memory": text, "user_id": user})
-                if result.is_error:
-                    raise AssertionError(result.content[0].text)
-                memory_id = result.structured_content["memory_id"]
-                ledger.added[memory_id] = text
-                ledger.acknowledged += 1
-                if rng.random() < 0.33:
-                    ledger.in_flight_deletes.add(memory_id)
-                    async with asyncio.timeout(CALL_TIMEOUT):
-                        result = await client.call_tool("delete_memory", {"memory_id": memory_id, "user_id": user})
-                    if result.is_error:
-                        raise AssertionError(result.content[0].text)
-                    ledger.deleted.add(memory_id)
-                    ledger.acknowledged += 1
-    except AssertionError:
-        raise
-    except BaseException:  # noqa: BLE001 - the server was killed under us: whatever was in flight is unacknowledged
-        return
 
 
 async def check_database(db: Path, ledger: Ledger) -> int:
@@ -107,7 +68,10 @@ async def test_acknowledged_writes_survive_repeated_sigkill(tmp_path: Path) -> N
     for round_ in range(KILLS):
         server = start_server("http", db, env=env)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(writer(server.url, f"user{w}", round_, ledger, stop)) for w in range(WRITERS)]
+        tasks = [
+            asyncio.create_task(writer(server.url, f"user{w}", f"round {round_}", ledger, stop, timeout=CALL_TIMEOUT))
+            for w in range(WRITERS)
+        ]
         await asyncio.sleep(rng.uniform(0.4, 0.9))
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         stop.set()
@@ -127,14 +91,18 @@ async def test_acknowledged_writes_survive_repeated_sigkill(tmp_path: Path) -> N
     assert "database is locked" not in server.stderr
 
 
-async def test_concurrent_clients_get_no_errors_and_exact_counts(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+async def test_concurrent_clients_get_no_errors_and_exact_counts(db_path: Path | str, backend: str) -> None:
+    """On PostgreSQL the clients are spread over two instances on the one database."""
     clients, rounds = 8, 12
-    server = start_server("http", tmp_path / "m.db", env={"MEMOIR_EMBEDDINGS": "off", "MEMOIR_SYNCHRONOUS": "NORMAL"})
+    env = {"MEMOIR_EMBEDDINGS": "off", "MEMOIR_SYNCHRONOUS": "NORMAL"}
+    servers = [start_server("http", db_path, env=env) for _ in range(2 if backend == "postgresql" else 1)]
+    server = servers[0]
     errors: list[str] = []
 
     async def worker(i: int) -> tuple[int, int]:
         own, kept = f"solo{i}", 0
-        async with connect(server.url, mode="legacy") as client:
+        async with connect(servers[i % len(servers)].url, mode="legacy") as client:
 
             async def call(tool: str, **arguments: object) -> dict:
                 result = await client.call_tool(tool, arguments)
@@ -166,7 +134,8 @@ async def test_concurrent_clients_get_no_errors_and_exact_counts(tmp_path: Path)
                 mine = await client.call_tool("search_memories", {"user_id": "shared", "topics": [f"c{i}"], "limit": 100})
                 assert len(mine.structured_content["results"]) == rounds
     finally:
-        assert server.stop() == 0
+        assert [s.stop() for s in servers] == [0] * len(servers)
     assert errors == []
     assert all(kept == listed for kept, listed in results), results
-    assert "database is locked" not in server.stderr and "Traceback" not in server.stderr, server.stderr
+    for s in servers:
+        assert "database is locked" not in s.stderr and "Traceback" not in s.stderr, s.stderr

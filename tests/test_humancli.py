@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,18 @@ def seeded(tmp_path: Path) -> tuple[str, dict, dict]:
     ski = cli("add", "Ava likes to ski", "--topic", "hobbies", "--db", db)
     denver = cli("add", "Ava lives in Denver", "--db", db)
     return db, ski, denver
+
+
+def imported(tmp_path: Path, count: int, text: Callable[[int], str]) -> Path:
+    """A database of `count` memories of ava, `text(i)` each, made by `memoir import`."""
+    db, lines = tmp_path / "m.db", tmp_path / "many.jsonl"
+    lines.write_text("".join(
+        json.dumps({"type": "memory", "memory_id": f"m{i}", "user_id": "ava", "memory": text(i),
+                    "created_at": "2025-01-01T00:00:00Z"}) + "\n"
+        for i in range(count)
+    ))
+    assert run("import", str(lines), "--db", str(db), env=KEYWORD).returncode == 0
+    return db
 
 
 # -- tables on a terminal, JSON otherwise ---------------------------------------------------
@@ -223,14 +236,7 @@ def test_serve_on_a_terminal_says_what_it_waits_for_and_stops_on_ctrl_c(tmp_path
 
 
 def test_export_into_a_closed_pipe_is_quiet_and_succeeds(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
-    lines = tmp_path / "many.jsonl"
-    lines.write_text("".join(
-        json.dumps({"type": "memory", "memory_id": f"m{i}", "user_id": "ava", "memory": f"fact number {i} " + "x" * 100,
-                    "created_at": "2025-01-01T00:00:00Z"}) + "\n"
-        for i in range(3000)
-    ))
-    assert run("import", str(lines), "--db", str(db), env=KEYWORD).returncode == 0
+    db = imported(tmp_path, 3000, lambda i: f"fact number {i} " + "x" * 100)
     # `memoir export | head -1`
     done = subprocess.run(
         f"{' '.join(MEMOIR)} export --db {db} | head -1; exit ${{PIPESTATUS[0]}}",
@@ -338,14 +344,7 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_a_damaged_database_naming_file_and_fix(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
-    lines = tmp_path / "many.jsonl"
-    lines.write_text("".join(
-        json.dumps({"type": "memory", "memory_id": f"m{i}", "user_id": "ava", "memory": f"fact {i} " + "y" * 300,
-                    "created_at": "2025-01-01T00:00:00Z"}) + "\n"
-        for i in range(500)
-    ))
-    assert run("import", str(lines), "--db", str(db), env=KEYWORD).returncode == 0
+    db = imported(tmp_path, 500, lambda i: f"fact {i} " + "y" * 300)
     data = bytearray(db.read_bytes())
     page = 4096
     for start in range(page * (len(data) // page // 2), len(data) - page, page * 3):  # scribble over later pages

@@ -191,6 +191,11 @@ def run_property(harness: Harness, totals: list[int]) -> None:
     prop()
 
 
+@pytest.fixture
+def backend() -> str:
+    return "postgresql"  # for the HTTP test below; the stdio test makes its own SQLite file
+
+
 def test_isolation_on_stdio(tmp_path: Path) -> None:
     runner = LoopRunner()
     try:
@@ -206,9 +211,11 @@ def test_isolation_on_stdio(tmp_path: Path) -> None:
 
 
 # The handshake era real hosts use; the 2026-07-28 era costs ~50 ms a call over HTTP in mcp 2.3 (SDK-side).
+# On PostgreSQL (stdio above keeps SQLite): what decides isolation lies above the store, so one
+# run of each transport covers both backends at half the time.
 @pytest.mark.parametrize("mode", ["legacy"])
-def test_isolation_on_http_with_a_token_per_user(tmp_path: Path, mode: str) -> None:
-    db = tmp_path / "m.db"
+def test_isolation_on_http_with_a_token_per_user(new_database, mode: str) -> None:  # noqa: ANN001
+    db = new_database()
     runner = LoopRunner()
     with memoir_server("http", db, env={**FAST, "MEMOIR_RATE_LIMIT": "0"}) as server:
         try:

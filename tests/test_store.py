@@ -43,6 +43,7 @@ async def test_a_new_database_is_migrated_and_configured(store: Store, db_path: 
         assert (await cur.fetchone())[0] == 1
 
 
+@pytest.mark.both_backends
 async def test_reopening_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
     store = await Store.open(db_path)
     added = await store.add("ava", "Ava likes to ski", ["hobbies"])
@@ -74,6 +75,7 @@ async def test_the_full_text_index_follows_every_change(store: Store, db_path: P
         assert db.execute("SELECT count(*) FROM fts_pending").fetchone()[0] == 0
 
 
+@pytest.mark.both_backends
 async def test_each_users_ranking_depends_on_their_own_memories_only(store: Store) -> None:
     """BM25 weighs words by how rare they are: in the user's own memories, not in everyone's."""
     await store.add("ava", "Ava likes green tea")
@@ -100,6 +102,7 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store, db_path:
     assert await store.count() == 2
 
 
+@pytest.mark.both_backends
 async def test_validation_happens_before_any_write(store: Store) -> None:
     with pytest.raises(InvalidArgument, match="memory"):
         await store.add("ava", "")
@@ -109,6 +112,7 @@ async def test_validation_happens_before_any_write(store: Store) -> None:
     assert await store.user_history("ava") == []
 
 
+@pytest.mark.both_backends
 async def test_concurrent_writes_are_serialised_and_all_kept(store: Store) -> None:
     await asyncio.gather(*(store.add(f"user{i % 3}", f"fact {i}") for i in range(60)))
     assert await store.count() == 60
@@ -116,6 +120,7 @@ async def test_concurrent_writes_are_serialised_and_all_kept(store: Store) -> No
     assert await store.integrity_check() == "ok"
 
 
+@pytest.mark.both_backends
 async def test_undo_reverts_update_delete_clear_and_add(store: Store) -> None:
     memory = await store.add("ava", "Ava lives in San Francisco", ["home"])
     updated = await store.update("ava", memory.memory_id, memory="Ava lives in Denver")
@@ -151,6 +156,7 @@ async def test_undo_reverts_update_delete_clear_and_add(store: Store) -> None:
     ]
 
 
+@pytest.mark.both_backends
 async def test_undo_refuses_when_the_memory_changed_since(store: Store) -> None:
     memory = await store.add("ava", "v1")
     await store.update("ava", memory.memory_id, memory="v2")
@@ -192,6 +198,7 @@ async def test_in_memory_database_works(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.both_backends
 async def test_change_records_actor_reason_and_source(store: Store) -> None:
     memory = await store.add(
         "ava", "Ava likes to ski", change=Change(actor="extraction", reason="user said so", source="I ski")
@@ -222,6 +229,7 @@ async def test_words_in_most_memories_do_not_decide_or_slow_a_search(store: Stor
     assert [m.memory_id for m in found] == [pottery.memory_id]
 
 
+@pytest.mark.both_backends
 async def test_what_a_search_learned_about_an_index_is_forgotten_when_another_process_changes_it(
     store: Store, db_path: Path
 ) -> None:
@@ -245,6 +253,7 @@ async def test_what_a_search_learned_about_an_index_is_forgotten_when_another_pr
     assert stats.size == 201 and stats.matches == {"ava": 101, "try": 0, "potteri": 1}  # "ava" stops at half + 1: left out
 
 
+@pytest.mark.both_backends
 async def test_undo_clear_restores_the_whole_clear_in_one_step(store: Store) -> None:
     kept = [await store.add("ava", f"fact {i}", ["t"]) for i in range(3)]
     bob = await store.add("bob", "Bob's fact")
@@ -271,6 +280,7 @@ async def test_undo_clear_restores_the_whole_clear_in_one_step(store: Store) -> 
     assert await store.count("ava") == 1
 
 
+@pytest.mark.both_backends
 async def test_undo_clear_is_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(3):
         await store.add("ava", f"fact {i}")

@@ -11,6 +11,8 @@ from memoir.tools.context import AppContext
 
 from .helpers import TOOLS, call, call_error
 
+pytestmark = pytest.mark.both_backends
+
 
 async def snapshot(app: AppContext) -> tuple:
     """Everything a rejected call must leave unchanged."""
@@ -22,6 +24,7 @@ async def snapshot(app: AppContext) -> tuple:
     return memories, history
 
 
+@pytest.mark.sqlite_only  # schemas: no database
 async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> None:
     listed = {t.name: t for t in (await client.list_tools()).tools}
     assert TOOLS <= set(listed)
@@ -42,6 +45,7 @@ async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> 
     assert set(listed["extract_memories"].input_schema["properties"]) == {"message", "messages", "user_id", "dry_run"}
 
 
+@pytest.mark.sqlite_only  # schemas: no database
 async def test_output_schemas_are_self_contained_and_plain(client: Client) -> None:
     """No `$ref` to resolve and no `anyOf` of bare types: what every client validates each result with."""
     for tool in (await client.list_tools()).tools:
@@ -219,6 +223,7 @@ async def test_list_pages_with_a_cursor(client: Client) -> None:
     assert "cursor" in bad and "next_cursor" in bad
 
 
+@pytest.mark.sqlite_only  # refused before the store: the same on either backend
 @pytest.mark.parametrize(
     ("tool", "arguments", "field", "bound"),
     [
@@ -305,6 +310,7 @@ async def test_resources_list_offers_the_callers_own_memories(client: Client, ap
     assert [m["memory"] for m in json.loads(text)["memories"]] == ["Ava likes to ski"]
 
 
+@pytest.mark.sqlite_only  # text: no database
 async def test_instructions_and_prompt_teach_the_memory_habit(app: AppContext) -> None:
     from memoir.server.app import build_server
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +32,7 @@ HISTORY = (
 )
 
 
-async def populated(path: Path) -> Store:
+async def populated(path: Path | str) -> Store:
     store = await Store.open(path)
     ski = await store.add("ava", "Ava likes to ski", ["hobbies"], input="I love skiing")
     await store.update("ava", ski.memory_id, memory="Ava loves to ski")
@@ -44,14 +46,15 @@ async def populated(path: Path) -> Store:
     return store
 
 
-async def test_export_then_import_restores_everything_and_twice_adds_nothing(tmp_path: Path) -> None:
-    source = await populated(tmp_path / "a.db")
+@pytest.mark.both_backends
+async def test_export_then_import_restores_everything_and_twice_adds_nothing(new_database: Callable[[], Path | str]) -> None:
+    source = await populated(new_database())
     exported = await lines_of(source, history=True)
     header = json.loads(exported[0])
     assert header["type"] == "memoir-export" and header["history"] is True
     assert sum(json.loads(x)["type"] == "memory" for x in exported) == 3
 
-    target = await Store.open(tmp_path / "b.db")
+    target = await Store.open(new_database())
     first = await import_lines(target, exported)
     assert (first.memories, first.history, first.skipped) == (3, 12, [])
     assert await table(target, MEMORIES) == await table(source, MEMORIES)
@@ -84,8 +87,9 @@ async def test_export_of_one_user_and_import_filtered_by_user(tmp_path: Path) ->
     await target.close()
 
 
-async def test_import_validates_every_line_through_the_limits(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "m.db")
+@pytest.mark.both_backends
+async def test_import_validates_every_line_through_the_limits(db_path: Path | str) -> None:
+    store = await Store.open(db_path)
 
     def memory(**fields: object) -> str:
         base = {"type": "memory", "memory_id": "abc123", "user_id": "ava", "memory": "fine",

@@ -40,6 +40,7 @@ async def search(client: Client, method: str, **kw: object) -> dict:
     return await call(client, "search_memories", query=query, retrieval_method=method, **kw)
 
 
+@pytest.mark.both_backends
 async def test_supersede_retires_the_old_memory_and_every_method_returns_current_ones(client: Client) -> None:
     sf, denver = await moved(client)
     assert sf["valid_from"] == "2024-06-01T00:00:00.000000Z" and sf.get("valid_to") is None and sf.get("superseded_by") is None
@@ -72,6 +73,7 @@ async def test_supersede_retires_the_old_memory_and_every_method_returns_current
         assert set(ids(found)) == {sf["memory_id"], denver["memory_id"]}, method
 
 
+@pytest.mark.both_backends
 async def test_the_old_memory_is_retired_in_history_and_undo_restores_both_in_one_step(
     client: Client, app: AppContext
 ) -> None:
@@ -102,6 +104,7 @@ async def test_the_old_memory_is_retired_in_history_and_undo_restores_both_in_on
     ]
 
 
+@pytest.mark.both_backends
 async def test_deleting_the_superseding_memory_makes_the_old_one_current_again_undoably(
     client: Client, app: AppContext
 ) -> None:
@@ -120,6 +123,7 @@ async def test_deleting_the_superseding_memory_makes_the_old_one_current_again_u
         assert ids(await search(client, method)) == [denver["memory_id"]], method
 
 
+@pytest.mark.both_backends
 async def test_update_is_a_correction_and_keeps_validity(client: Client) -> None:
     sf, denver = await moved(client)
     fixed = await call(client, "update_memory", memory_id=denver["memory_id"], memory="Ava lives in Denver, Colorado")
@@ -130,6 +134,7 @@ async def test_update_is_a_correction_and_keeps_validity(client: Client) -> None
     assert ids(await call(client, "list_memories"), "memories") == [denver["memory_id"]]
 
 
+@pytest.mark.both_backends
 async def test_bad_supersedes_and_times_are_clear_errors_that_change_nothing(client: Client, app: AppContext) -> None:
     sf, denver = await moved(client)
     other = await call(client, "add_memory", memory="Bob lives in Oslo", user_id="bob")
@@ -172,6 +177,7 @@ async def test_a_small_clock_skew_is_allowed_and_valid_from_is_normalised(client
     assert naive["valid_from"] == "2025-05-04T10:00:00.000000Z"
 
 
+@pytest.mark.both_backends
 async def test_listing_pages_with_validity_filters(client: Client) -> None:
     chain = [await call(client, "add_memory", memory="Ava's phone number ends in 10")]
     for n in range(11, 16):
@@ -188,6 +194,7 @@ async def test_listing_pages_with_validity_filters(client: Client) -> None:
     assert ids(await call(client, "list_memories", limit=2), "memories") == [chain[-1]["memory_id"]]
 
 
+@pytest.mark.both_backends
 async def test_the_user_resource_takes_as_of_and_include_superseded(client: Client) -> None:
     sf, denver = await moved(client)
 

@@ -16,6 +16,7 @@ from typing import ParamSpec, TypeVar
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
+from memoir.memory.backends import is_postgres, redacted
 from memoir.memory.errors import AccessDenied, MemoirError
 from memoir.memory.extraction import Extractor
 from memoir.memory.judge import Judge
@@ -105,6 +106,11 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 def damaged_database(path: str | None, exc: BaseException) -> str:
+    if path and is_postgres(path):
+        return (
+            f"memoir's PostgreSQL database {redacted(path)} failed ({' '.join(str(exc).split())}): the user should "
+            "check that the server is up and run `memoir doctor`"
+        )
     where = f"memoir's database {path}" if path else "memoir's database"
     return (
         f"{where} cannot be read ({' '.join(str(exc).split())}): the user should stop memoir, run `memoir doctor`, "

@@ -1,0 +1,46 @@
+"""Where memoir keeps its data: one small object per kind of database, chosen once at open.
+
+The store (memory/store.py) is one code path over a DB-API-like connection pair; what is not
+portable SQL lives behind a `Backend`: connecting, migrating, beginning a write transaction,
+the "has anyone else written?" token, health checks, and the file checks of a local database.
+
+- `sqlite.SQLiteBackend`: a file path (or ":memory:"), over aiosqlite.
+- `postgres.PostgresBackend`: a `postgresql://` (or `postgres://`) URL, over psycopg 3
+  (memory/postgres.py gives it aiosqlite's surface).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def backend_for(location: str | Path) -> Any:
+    """The backend for a database location: a PostgreSQL URL, else an SQLite path."""
+    if is_postgres(location):
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(str(location))
+    from .sqlite import SQLiteBackend
+
+    return SQLiteBackend(str(location))
+
+
+def redacted(location: str | Path) -> str:
+    """The location to show a person: a URL's password left out."""
+    text = str(location)
+    if not is_postgres(text):
+        return text
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
