@@ -78,8 +78,7 @@ class Conversation:
         timeline = await self.vectors.user_vectors(USER)
         qv = (await self.vectors.embed([query]))[0]
         ids = {m for order in orders.values() for m in order}
-        similar = {t: timeline.similar_words(t) for t in ranking.query_terms(query)}
-        keyword = [m for m, _ in await self.store.keyword_ranked(USER, query, limit=ranking.CANDIDATES, similar=similar)]
+        keyword = [m for m, _ in await self.store.keyword_ranked(USER, query, limit=ranking.CANDIDATES, expansion=timeline.expansion(query))]
         covered = await self.retriever._coverage(USER, query, sorted(ids | set(keyword)))
         in_list = set(keyword)  # hybrid's coverage is 0 outside its keyword list, as in the product
         return {"kind": kind, "orders": orders,

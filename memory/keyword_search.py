@@ -14,7 +14,7 @@ from typing import Any
 
 from . import keyword_index
 from .keyword_index import IndexStats
-from .ranking import expand_query
+from .ranking import QueryExpansion, expand_query
 
 
 @dataclass
@@ -32,12 +32,13 @@ def has_pending(db: sqlite3.Connection, user_id: str) -> bool:
 def read(
     db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], columns: str, limit: int,
     where: str, params: list[Any], stats: IndexStats | None, check_pending: bool, without_retired: bool,
-    similar: dict[str, list[tuple[str, float]]] | None = None,
+    expansion: QueryExpansion | None = None,
 ) -> KeywordRead:
     """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
     user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
-    then says which memories are valid, is empty); `similar`: word-vector expansion candidates
-    of the terms (memory/ranking.py `expand_query`), added when their term is ranked by.
+    then says which memories are valid, is empty); `expansion`: hybrid's additions to the query
+    (memory/ranking.py `expand_query`): word-vector neighbours of the terms it ranks by,
+    respellings of the terms no memory holds.
     `state(db)`: the backend's token for the database's state as this connection sees it (it
     moves when any connection commits)."""
     version = state(db)
@@ -52,15 +53,18 @@ def read(
     wanted = [w for ws in by_term.values() for w in ws]
     keyword_index.count_matches(db, stats, wanted)
     ranked = keyword_index.ranked_words(stats, wanted)
-    if not ranked:
+    unmatched = [t for t, ws in by_term.items() if ws and not any(stats.matches.get(w) for w in ws)]
+    if not ranked and not (expansion and unmatched):
         return KeywordRead(stats=stats)
     weights: dict[str, float] | None = None
-    if similar:
+    if expansion:
         kept = {t: ws for t, ws in by_term.items() if ws and all(w in ranked for w in ws)}
-        weights = expand_query(kept, similar)
+        weights = expand_query(kept, expansion, unmatched)
         keyword_index.count_matches(db, stats, list(weights))
         weights = {w: x for w, x in weights.items() if keyword_index.rankable(stats, w)}
         ranked = [*ranked, *weights]
+        if not ranked:
+            return KeywordRead(stats=stats)
     scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked, weights)
     if where:  # a filter is on memories' columns: filter every match, then keep the best
         sql = (

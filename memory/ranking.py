@@ -294,7 +294,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping, Sequence
 
 __all__ = [
@@ -309,6 +309,8 @@ __all__ = [
     "EXPANSION_WEIGHT",
     "EXPANSION_NEAREST",
     "vocabulary",
+    "QueryExpansion",
+    "RESPELLING_WEIGHT",
     "expand_query",
     "fuse",
     "is_question",
@@ -328,6 +330,8 @@ CANDIDATES = 100
 EXPANSION_FLOOR = 0.7
 EXPANSION_WEIGHT = 0.6
 EXPANSION_NEAREST = 6
+#: A respelt word (memory/spelling.py) stands for the word meant: a query word of full weight.
+RESPELLING_WEIGHT = 1.0
 
 #: English stop words (the common NLTK-style list plus contraction fragments: "s", "t", "ll"...).
 STOP_WORDS: frozenset[str] = frozenset(
@@ -386,6 +390,7 @@ class FuseParams:
     neighbour_decay: float = 0.5  # weight multiplier per extra step of distance
     question_factor: float = 0.7  # a memory that is a question ranks lower...
     after_question_boost: float = 1.5  # ...and lends more of its score to the memories after it
+    subject_factor: float = 0.7  # a memory about someone the query does not name ranks lower
 
 
 DEFAULT_FUSE = FuseParams()
@@ -412,22 +417,40 @@ def vocabulary(words: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(w for w in words if len(w) >= 3 and not w.isdigit() and w not in STOP_WORDS))
 
 
+@dataclass(frozen=True)
+class QueryExpansion:
+    """What hybrid adds to a keyword query, per query term: ``similar``, its word-vector
+    candidates ``(index word, cosine)`` nearest first (memory/vectors.py
+    ``UserVectors.similar_words``); ``respelled``, the index words of the user's words a
+    misspelt term may stand for (``UserVectors.respellings``, memory/spelling.py)."""
+
+    similar: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+    respelled: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
 def expand_query(
-    kept: Mapping[str, Sequence[str]], similar: Mapping[str, Sequence[tuple[str, float]]]
+    kept: Mapping[str, Sequence[str]], expansion: QueryExpansion, unmatched: Collection[str] = ()
 ) -> dict[str, float]:
-    """Word-vector expansion (see :data:`EXPANSION_WEIGHT`): the index words to add to a keyword
-    query, with their weights. ``kept``: each query term the keyword search ranks by, with its
-    index words; ``similar``: each term's candidates, ``(index word, cosine)`` nearest first
-    (memory/vectors.py ``UserVectors.similar_words``). A term adds its first candidate that is
-    not already a word of the query or of an earlier term's expansion."""
+    """The index words to add to a keyword query, with their weights. ``kept``: each query term
+    the keyword search ranks by, with its index words; ``unmatched``: the terms no memory holds.
+
+    - Word vectors (see :data:`EXPANSION_WEIGHT`): a kept term adds its first candidate that is
+      not already a word of the query or of an earlier term's expansion.
+    - Respelling: an unmatched term adds each of its respellings at :data:`RESPELLING_WEIGHT`.
+    """
     taken = {w for words in kept.values() for w in words}
     added: dict[str, float] = {}
     for term in kept:
-        for word, cosine in similar.get(term, ()):
+        for word, cosine in expansion.similar.get(term, ()):
             if word not in taken:
                 added[word] = EXPANSION_WEIGHT * cosine
                 taken.add(word)
                 break
+    query_words = {w for words in kept.values() for w in words}
+    for term in unmatched:
+        for word in expansion.respelled.get(term, ()):
+            if word not in query_words:
+                added[word] = RESPELLING_WEIGHT  # above any word-vector weight (at most 0.6)
     return added
 
 
@@ -443,6 +466,7 @@ def fuse(
     *,
     position: Mapping[str, int] | None = None,
     questions: Collection[str] = (),
+    about_others: Collection[str] = (),
     params: FuseParams = DEFAULT_FUSE,
 ) -> list[tuple[str, float]]:
     """Fuse keyword and semantic hits into one list of ``(memory_id, score)``, best first.
@@ -457,6 +481,8 @@ def fuse(
     - ``questions``: the candidates that are questions (:func:`is_question`). A question is a
       signpost rather than an answer: its own score is multiplied by ``question_factor``, and
       the memories right after it get ``after_question_boost`` times its share as neighbours.
+    - ``about_others``: the candidates whose subject is someone the query does not name
+      (memory/subjects.py): their score is multiplied by ``subject_factor``.
 
     Scores are comparable within one call only (roughly 0..2.2). Either list may be empty;
     with ``semantic`` empty and no ``position`` the order is the keyword order.
@@ -489,6 +515,9 @@ def fuse(
     for i in questions:
         if i in score:
             score[i] *= p.question_factor
+    for i in about_others:
+        if i in score:
+            score[i] *= p.subject_factor
 
     # Sort by score desc, then created_at desc (newer first), then id for determinism.
     items = sorted(score.items(), key=lambda kv: kv[0])

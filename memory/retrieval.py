@@ -179,9 +179,8 @@ class Retriever:
         embedding = asyncio.ensure_future(self.vectors.embed([query]))
         try:
             timeline = await self.vectors.user_vectors(user_id)
-            similar = {t: timeline.similar_words(t) for t in query_terms(query)}
             keyword = await self.store.keyword_ranked(
-                user_id, query, limit=CANDIDATES, filters=filters, similar=similar
+                user_id, query, limit=CANDIDATES, filters=filters, expansion=timeline.expansion(query)
             )
         except BaseException:
             embedding.cancel()
@@ -195,7 +194,8 @@ class Retriever:
         position = timeline.position()
         candidates = {m for m, _ in keyword}.union(m for m, _ in semantic)
         recency = {m: f"{position[m]:012d}" for m in candidates if m in position}
-        fused = fuse(keyword, semantic, recency, position=position, questions=timeline.questions)
+        others = timeline.about_others(candidates, timeline.query_names(query))
+        fused = fuse(keyword, semantic, recency, position=position, questions=timeline.questions, about_others=others)
         # Relevance: the raw cosine of every candidate, and the words held by the keyword hits
         # (coverage 0 for the others, as in the fit; see memory/ranking.py).
         covered = await self._coverage(user_id, query, [m for m, _ in keyword])

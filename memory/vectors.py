@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from . import keyword_index
+from . import keyword_index, spelling, subjects
 from .embeddings import Embedder, embedding_text, limit_blas_threads
-from .ranking import EXPANSION_FLOOR, EXPANSION_NEAREST, is_question, vocabulary
+from .ranking import EXPANSION_FLOOR, EXPANSION_NEAREST, QueryExpansion, is_question, query_terms, vocabulary
 from .store import Changed, Filters, Store
 
 log = logging.getLogger("memoir.vectors")
@@ -109,6 +109,13 @@ class UserVectors:
     word_count: dict[int, int] = field(default_factory=dict, repr=False)
     _vocabulary: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _nearest: dict[int, list[tuple[str, float]]] = field(default_factory=dict, repr=False)
+    _words: list[str] | None = field(default=None, repr=False)  # the vocabulary's words (respelling)
+    # Who the memories are about (memory/subjects.py): how many live memories write each word
+    # capitalised / in lower case, and each row's (capitalised, lower-case) words and subject words.
+    capitalised: dict[str, int] = field(default_factory=dict, repr=False)
+    lower: dict[str, int] = field(default_factory=dict, repr=False)
+    row_case: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list, repr=False)
+    row_subject: list[tuple[str, ...]] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(
@@ -129,6 +136,8 @@ class UserVectors:
         retired_rows[[rows[m] for m in retired or () if m in rows]] = True
         built = cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows, word_table=word_table)
         built.row_words = [built._count_words(text, +1) for text in texts] if texts is not None else [()] * n
+        built.row_case = [built._count_case(text) for text in texts] if texts is not None else [_NO_CASE] * n
+        built.row_subject = [_subject(text) for text in texts] if texts is not None else [()] * n
         return built
 
     def append(self, memory_id: str, vector: np.ndarray, question: bool = False, text: str | None = None) -> None:
@@ -150,6 +159,8 @@ class UserVectors:
         self.rows[memory_id] = self.size
         self.memory_ids.append(memory_id)
         self.row_words[self.size :] = [self._count_words(text, +1)]
+        self.row_case[self.size :] = [self._count_case(text)]
+        self.row_subject[self.size :] = [_subject(text)]
         self.size += 1
         self._mark(memory_id, question)
 
@@ -161,6 +172,8 @@ class UserVectors:
         self._centre = None
         self._uncount_row(row)
         self.row_words[row] = self._count_words(text, +1)
+        self.row_case[row] = self._count_case(text)
+        self.row_subject[row] = _subject(text)
         self._mark(memory_id, question)
         return True
 
@@ -231,6 +244,11 @@ class UserVectors:
         return ids
 
     def _uncount_row(self, row: int) -> None:
+        if row < len(self.row_case):
+            capitalised, lower = self.row_case[row]
+            _tally(self.capitalised, capitalised, -1)
+            _tally(self.lower, lower, -1)
+            self.row_case[row] = _NO_CASE
         if row >= len(self.row_words):
             return
         for i in self.row_words[row]:
@@ -244,7 +262,54 @@ class UserVectors:
 
     def _vocabulary_changed(self) -> None:
         self._vocabulary = None
+        self._words = None
         self._nearest.clear()
+
+    def _count_case(self, text: str | None) -> tuple[frozenset[str], frozenset[str]]:
+        if not text:
+            return _NO_CASE
+        capitalised, lower = subjects.case_words(embedding_text(text))
+        _tally(self.capitalised, capitalised, +1)
+        _tally(self.lower, lower, +1)
+        return capitalised, lower
+
+    # -- who the memories are about (memory/subjects.py) --
+
+    def query_names(self, query: str) -> frozenset[str]:
+        """The names of the user's memories that `query` holds."""
+        return subjects.query_names(query, self.capitalised, self.lower)
+
+    def about_others(self, memory_ids: Iterable[str], names: frozenset[str]) -> set[str]:
+        """Of `memory_ids`, those whose subject is only people other than `names`."""
+        if not names:
+            return set()
+        found = set()
+        for m in memory_ids:
+            row = self.rows.get(m)
+            if row is not None and row < len(self.row_subject):
+                subject = subjects.subject_of(self.row_subject[row], self.capitalised, self.lower)
+                if subjects.about_others(subject, names):
+                    found.add(m)
+        return found
+
+    def expansion(self, query: str) -> QueryExpansion:
+        """What hybrid adds to the keyword query (memory/ranking.py `expand_query`)."""
+        terms = query_terms(query)
+        respelled = {t: found for t in terms if (found := self.respellings(t))}
+        return QueryExpansion(similar={t: self.similar_words(t) for t in terms}, respelled=respelled)
+
+    def respellings(self, term: str) -> list[str]:
+        """For a query term that is one word nobody knows (memory/spelling.py): the index words
+        (stems) of the user's words it may be a misspelling of."""
+        table = self.word_table
+        words = keyword_index.surface_words(term)
+        if table is None or len(words) != 1:
+            return []
+        if table.ids.get(words[0], -1) in self.word_count:
+            return []  # the user's own word
+        if self._words is None:
+            self._words = [table.words[i] for i in self.word_count]
+        return list(dict.fromkeys(keyword_index.stem(w) for w in spelling.respellings(words[0], self._words)))
 
     def similar_words(self, term: str) -> list[tuple[str, float]]:
         """For a query term that is a word of the user's memories: the index words (stems) of
@@ -289,6 +354,22 @@ class UserVectors:
     def position(self) -> dict[str, int]:
         """Each live memory's place in the timeline (deleted rows still count as a step)."""
         return self.rows
+
+
+_NO_CASE: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+def _subject(text: str | None) -> tuple[str, ...]:
+    return subjects.subject_words(embedding_text(text)) if text else ()
+
+
+def _tally(counts: dict[str, int], words: Iterable[str], step: int) -> None:
+    for w in words:
+        left = counts.get(w, 0) + step
+        if left > 0:
+            counts[w] = left
+        else:
+            counts.pop(w, None)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memoir.memory.embeddings import load_embedder
-from memoir.memory.ranking import relevance
+from memoir.memory.ranking import QueryExpansion, relevance
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Edit, Store
 from memoir.memory.vectors import VectorIndex
@@ -210,7 +210,9 @@ async def test_word_expansion_picks_the_users_own_words_only_and_in_step(index: 
     assert ava.similar_words("cricket") == []  # not a word of ava's memories: not expanded
     outcome = await index.search("ava", "football", method="hybrid", limit=5, min_relevance=0)
     assert coach.memory_id in [m.memory_id for m in outcome.results]
-    keyword = await store.keyword_ranked("ava", "football", limit=5, similar={"football": [("soccer", 0.83)]})
+    keyword = await store.keyword_ranked(
+        "ava", "football", limit=5, expansion=QueryExpansion(similar={"football": [("soccer", 0.83)]})
+    )
     assert coach.memory_id in [m for m, _ in keyword]
     await store.delete("ava", coach.memory_id)
     await vectors.settled()
