@@ -24,9 +24,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from rapidfuzz import process
-from rapidfuzz.distance import OSA
-
 __all__ = ["MIN_LENGTH", "allowed_edits", "known_to_model", "respellings"]
 
 #: Shorter words are left alone: at 4 letters one edit reaches too many real words.
@@ -56,6 +53,10 @@ def respellings(word: str, vocabulary: Sequence[str]) -> list[str]:
     be a misspelling of; [] when the word is short or a word of the model's."""
     if len(word) < MIN_LENGTH or not word.isalpha() or known_to_model(word):
         return []
+    # Imported here: ~30 ms, paid only by a search that has a word to respell.
+    from rapidfuzz import process
+    from rapidfuzz.distance import OSA
+
     k = allowed_edits(word)
     found = process.extract(word, vocabulary, scorer=OSA.distance, score_cutoff=k, limit=None)
     return [w for w, _, _ in found if w[0] == word[0]]
