@@ -37,8 +37,7 @@ def read(
     """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
     user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
     then says which memories are valid, is empty); `expansion`: hybrid's additions to the query
-    (memory/ranking.py `expand_query`): word-vector neighbours of the terms it ranks by,
-    respellings of the terms no memory holds.
+    (memory/ranking.py `expand_query`): respellings of the terms no memory holds.
     `state(db)`: the backend's token for the database's state as this connection sees it (it
     moves when any connection commits)."""
     version = state(db)
@@ -57,9 +56,8 @@ def read(
     if not ranked and not (expansion and unmatched):
         return KeywordRead(stats=stats)
     weights: dict[str, float] | None = None
-    if expansion:
-        kept = {t: ws for t, ws in by_term.items() if ws and all(w in ranked for w in ws)}
-        weights = expand_query(kept, expansion, unmatched)
+    if expansion and unmatched:
+        weights = expand_query(wanted, expansion, unmatched)
         keyword_index.count_matches(db, stats, list(weights))
         weights = {w: x for w, x in weights.items() if keyword_index.rankable(stats, w)}
         ranked = [*ranked, *weights]

@@ -305,9 +305,6 @@ __all__ = [
     "FuseParams",
     "DEFAULT_FUSE",
     "CANDIDATES",
-    "EXPANSION_FLOOR",
-    "EXPANSION_WEIGHT",
-    "EXPANSION_NEAREST",
     "vocabulary",
     "QueryExpansion",
     "RESPELLING_WEIGHT",
@@ -323,13 +320,6 @@ __all__ = [
 #: How many hits the store should take from each of the keyword and semantic rankings.
 CANDIDATES = 100
 
-# Word-vector query expansion of hybrid's keyword list (module docstring, "third round"): each
-# query word the user's memories hold adds, of the EXPANSION_NEAREST vocabulary words nearest to
-# it (the words embedded alone), the first of another stem whose cosine is >= EXPANSION_FLOOR,
-# as a query word of weight EXPANSION_WEIGHT x that cosine.
-EXPANSION_FLOOR = 0.7
-EXPANSION_WEIGHT = 0.6
-EXPANSION_NEAREST = 6
 #: A respelt word (memory/spelling.py) stands for the word meant: a query word of full weight.
 RESPELLING_WEIGHT = 1.0
 
@@ -419,39 +409,25 @@ def vocabulary(words: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class QueryExpansion:
-    """What hybrid adds to a keyword query, per query term: ``similar``, its word-vector
-    candidates ``(index word, cosine)`` nearest first (memory/vectors.py
-    ``UserVectors.similar_words``); ``respelled``, the index words of the user's words a
-    misspelt term may stand for (``UserVectors.respellings``, memory/spelling.py)."""
+    """What hybrid adds to a keyword query: ``respelled``, per query term that may be misspelt,
+    the index words of the user's words it may stand for (memory/vectors.py
+    ``UserVectors.respellings``, memory/spelling.py)."""
 
-    similar: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
     respelled: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 def expand_query(
-    kept: Mapping[str, Sequence[str]], expansion: QueryExpansion, unmatched: Collection[str] = ()
+    query_words: Collection[str], expansion: QueryExpansion, unmatched: Collection[str]
 ) -> dict[str, float]:
-    """The index words to add to a keyword query, with their weights. ``kept``: each query term
-    the keyword search ranks by, with its index words; ``unmatched``: the terms no memory holds.
-
-    - Word vectors (see :data:`EXPANSION_WEIGHT`): a kept term adds its first candidate that is
-      not already a word of the query or of an earlier term's expansion.
-    - Respelling: an unmatched term adds each of its respellings at :data:`RESPELLING_WEIGHT`.
-    """
-    taken = {w for words in kept.values() for w in words}
-    added: dict[str, float] = {}
-    for term in kept:
-        for word, cosine in expansion.similar.get(term, ()):
-            if word not in taken:
-                added[word] = EXPANSION_WEIGHT * cosine
-                taken.add(word)
-                break
-    query_words = {w for words in kept.values() for w in words}
-    for term in unmatched:
-        for word in expansion.respelled.get(term, ()):
-            if word not in query_words:
-                added[word] = RESPELLING_WEIGHT  # above any word-vector weight (at most 0.6)
-    return added
+    """The index words to add to a keyword query, with their weights: each respelling of a
+    term no memory holds (``unmatched``), at :data:`RESPELLING_WEIGHT`, unless it is already one
+    of the query's own index words (``query_words``)."""
+    return {
+        word: RESPELLING_WEIGHT
+        for term in unmatched
+        for word in expansion.respelled.get(term, ())
+        if word not in query_words
+    }
 
 
 def is_question(memory: str) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from . import keyword_index, spelling, subjects
 from .embeddings import Embedder, embedding_text, limit_blas_threads
-from .ranking import EXPANSION_FLOOR, EXPANSION_NEAREST, QueryExpansion, is_question, query_terms, vocabulary
+from .ranking import QueryExpansion, is_question, query_terms, vocabulary
 from .store import Changed, Filters, Store
 
 log = logging.getLogger("memoir.vectors")
@@ -48,38 +49,8 @@ CENTRE_MIN = 50
 
 
 def text_words(text: str) -> list[str]:
-    """A memory's words for word-vector expansion (memory/ranking.py `vocabulary`)."""
+    """A memory's words that a misspelt query word may be respelt as (memory/spelling.py)."""
     return vocabulary(keyword_index.surface_words(text))
-
-
-class WordVectors:
-    """Every word's vector, the word embedded alone by the model, for word-vector expansion
-    (memory/ranking.py, "third round"). Derived data, in this process only (never written to
-    the database): the words of the users whose vectors are loaded, each embedded once, on
-    loading a user or with the write that brings it. A word's vector does not depend on who
-    wrote it, so one table serves every user; which words a user's expansion may pick from is
-    that user's own vocabulary (`UserVectors`)."""
-
-    def __init__(self, model: str, dim: int) -> None:
-        self.model = model
-        self.ids: dict[str, int] = {}
-        self.words: list[str] = []
-        self.matrix = np.zeros((256, dim), dtype=np.float32)
-
-    def missing(self, words: Iterable[str]) -> list[str]:
-        return [w for w in dict.fromkeys(words) if w not in self.ids]
-
-    def add(self, words: Sequence[str], vectors: np.ndarray) -> None:
-        for word, vector in zip(words, vectors):
-            if word in self.ids:
-                continue
-            if len(self.words) == len(self.matrix):
-                grown = np.zeros((len(self.matrix) * 2, self.matrix.shape[1]), dtype=np.float32)
-                grown[: len(self.words)] = self.matrix[: len(self.words)]
-                self.matrix = grown
-            self.ids[word] = len(self.words)
-            self.matrix[len(self.words)] = vector
-            self.words.append(word)
 
 
 @dataclass
@@ -101,15 +72,11 @@ class UserVectors:
     # The mean of the live rows and every row's dot product with it (`centre`), or None until
     # the next search needs them: any change of the rows or of which are live resets it.
     _centre: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    # The user's vocabulary (word-vector expansion): the shared word table, each row's words
-    # (their ids there), how many live memories hold each word; the vocabulary's ids and
-    # vectors, and each word's nearest words, kept until a word enters or leaves it.
-    word_table: WordVectors | None = field(default=None, repr=False)
-    row_words: list[tuple[int, ...]] = field(default_factory=list, repr=False)
-    word_count: dict[int, int] = field(default_factory=dict, repr=False)
-    _vocabulary: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    _nearest: dict[int, list[tuple[str, float]]] = field(default_factory=dict, repr=False)
-    _words: list[str] | None = field(default=None, repr=False)  # the vocabulary's words (respelling)
+    # The user's vocabulary (respelling, memory/spelling.py): each row's words, how many live
+    # memories hold each word, and the words as a list, kept until a word enters or leaves.
+    row_words: list[tuple[str, ...]] = field(default_factory=list, repr=False)
+    word_count: dict[str, int] = field(default_factory=dict, repr=False)
+    _words: list[str] | None = field(default=None, repr=False)
     # Who the memories are about (memory/subjects.py): how many live memories write each word
     # capitalised / in lower case, and each row's (capitalised, lower-case) words and subject words.
     capitalised: dict[str, int] = field(default_factory=dict, repr=False)
@@ -120,11 +87,9 @@ class UserVectors:
     @classmethod
     def build(
         cls, memory_ids: list[str], matrix: np.ndarray, questions: set[str] | None = None,
-        retired: set[str] | None = None, word_table: WordVectors | None = None,
-        texts: Sequence[str] | None = None,
+        retired: set[str] | None = None, texts: Sequence[str] | None = None,
     ) -> UserVectors:
-        """`word_table` and `texts` (the memories', in the same order) for word-vector expansion;
-        every word of `texts` must be in the table."""
+        """`texts`: the memories', in the same order (their words and subjects)."""
         n = len(memory_ids)
         capacity = max(64, n + n // 4)
         full = np.zeros((capacity, matrix.shape[1] if n else 384), dtype=np.float32)
@@ -134,7 +99,7 @@ class UserVectors:
         rows = {m: i for i, m in enumerate(memory_ids)}
         retired_rows = np.zeros(capacity, dtype=bool)
         retired_rows[[rows[m] for m in retired or () if m in rows]] = True
-        built = cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows, word_table=word_table)
+        built = cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows)
         built.row_words = [built._count_words(text, +1) for text in texts] if texts is not None else [()] * n
         built.row_case = [built._count_case(text) for text in texts] if texts is not None else [_NO_CASE] * n
         built.row_subject = [_subject(text) for text in texts] if texts is not None else [()] * n
@@ -232,16 +197,16 @@ class UserVectors:
 
     # -- the vocabulary (word-vector expansion) --
 
-    def _count_words(self, text: str | None, step: int) -> tuple[int, ...]:
-        if self.word_table is None or not text:
+    def _count_words(self, text: str | None, step: int) -> tuple[str, ...]:
+        if not text:
             return ()
-        ids = tuple(self.word_table.ids[w] for w in text_words(text) if w in self.word_table.ids)
-        for i in ids:
-            before = self.word_count.get(i, 0)
-            self.word_count[i] = before + step
+        words = tuple(sys.intern(w) for w in text_words(text))  # one string per word, not per row
+        for w in words:
+            before = self.word_count.get(w, 0)
+            self.word_count[w] = before + step
             if before == 0:
-                self._vocabulary_changed()
-        return ids
+                self._words = None
+        return words
 
     def _uncount_row(self, row: int) -> None:
         if row < len(self.row_case):
@@ -251,19 +216,14 @@ class UserVectors:
             self.row_case[row] = _NO_CASE
         if row >= len(self.row_words):
             return
-        for i in self.row_words[row]:
-            left = self.word_count.get(i, 0) - 1
+        for w in self.row_words[row]:
+            left = self.word_count.get(w, 0) - 1
             if left > 0:
-                self.word_count[i] = left
+                self.word_count[w] = left
             else:
-                self.word_count.pop(i, None)
-                self._vocabulary_changed()
+                self.word_count.pop(w, None)
+                self._words = None
         self.row_words[row] = ()
-
-    def _vocabulary_changed(self) -> None:
-        self._vocabulary = None
-        self._words = None
-        self._nearest.clear()
 
     def _count_case(self, text: str | None) -> tuple[frozenset[str], frozenset[str]]:
         if not text:
@@ -295,56 +255,17 @@ class UserVectors:
     def expansion(self, query: str) -> QueryExpansion:
         """What hybrid adds to the keyword query (memory/ranking.py `expand_query`)."""
         terms = query_terms(query)
-        respelled = {t: found for t in terms if (found := self.respellings(t))}
-        return QueryExpansion(similar={t: self.similar_words(t) for t in terms}, respelled=respelled)
+        return QueryExpansion(respelled={t: found for t in terms if (found := self.respellings(t))})
 
     def respellings(self, term: str) -> list[str]:
         """For a query term that is one word nobody knows (memory/spelling.py): the index words
         (stems) of the user's words it may be a misspelling of."""
-        table = self.word_table
         words = keyword_index.surface_words(term)
-        if table is None or len(words) != 1:
-            return []
-        if table.ids.get(words[0], -1) in self.word_count:
-            return []  # the user's own word
+        if len(words) != 1 or words[0] in self.word_count:
+            return []  # a phrase, or the user's own word
         if self._words is None:
-            self._words = [table.words[i] for i in self.word_count]
+            self._words = list(self.word_count)
         return list(dict.fromkeys(keyword_index.stem(w) for w in spelling.respellings(words[0], self._words)))
-
-    def similar_words(self, term: str) -> list[tuple[str, float]]:
-        """For a query term that is a word of the user's memories: the index words (stems) of
-        its EXPANSION_NEAREST nearest vocabulary words whose cosine is >= EXPANSION_FLOOR and
-        whose stem is not the term's, with that cosine, nearest first; [] for any other term.
-        Only the user's own words are candidates. One product of the vocabulary's vectors with
-        the word's, kept until the vocabulary changes."""
-        table = self.word_table
-        words = keyword_index.surface_words(term)
-        if table is None or len(words) != 1:
-            return []
-        word = table.ids.get(words[0])
-        if word is None or word not in self.word_count:
-            return []
-        found = self._nearest.get(word)
-        if found is not None:
-            return found
-        if self._vocabulary is None:
-            ids = np.fromiter(self.word_count, dtype=np.int64, count=len(self.word_count))
-            self._vocabulary = (ids, table.matrix[ids])
-        ids, vectors = self._vocabulary
-        sims = vectors @ table.matrix[word]
-        k = min(EXPANSION_NEAREST, len(ids))
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        top = top[np.argsort(-sims[top], kind="stable")]
-        own = keyword_index.stem(words[0])
-        found = []
-        for j in top:
-            if sims[j] < EXPANSION_FLOOR:
-                break
-            other = keyword_index.stem(table.words[ids[j]])
-            if other != own:
-                found.append((other, float(sims[j])))
-        self._nearest[word] = found
-        return found
 
     def cosine(self, memory_id: str, query: np.ndarray) -> float:
         """The raw cosine of a memory's vector and a query vector (0 for a memory not here)."""
@@ -403,7 +324,6 @@ class VectorIndex:
         self._load_embedder = load_embedder
         self._embedder: Embedder | None = None
         self._embedder_lock = asyncio.Lock()
-        self._words: WordVectors | None = None  # the model's word vectors (word-vector expansion)
         self._users: dict[str, UserVectors] = {}
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._loading: dict[str, _Loading] = {}
@@ -449,19 +369,6 @@ class VectorIndex:
             if on_progress is not None:
                 on_progress(start + len(batch), len(rows))
         return len(rows)
-
-    async def word_table(self, words: Iterable[str]) -> WordVectors:
-        """The table of word vectors, holding `words` (those it lacks embedded now, one model
-        run each, in a worker thread)."""
-        model = await self.embedder()
-        if self._words is None or self._words.model != model.name:
-            self._words = WordVectors(model.name, model.dim)
-        table = self._words
-        missing = table.missing(words)
-        if missing:
-            vectors = await anyio.to_thread.run_sync(model.embed, missing)
-            table.add(missing, vectors)
-        return table
 
     @property
     def model_name(self) -> str | None:
@@ -570,8 +477,7 @@ class VectorIndex:
         questions = {r["memory_id"] for r in rows if is_question(r["memory"])}
         retired = {r["memory_id"] for r in rows if r["retired"]}
         texts = [r["memory"] for r in rows]
-        table = await self.word_table(w for text in texts for w in text_words(text))
-        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions, retired, table, texts)
+        return UserVectors.build([r["memory_id"] for r in rows], matrix, questions, retired, texts)
 
     async def _save(self, vectors: list[tuple[int, str, np.ndarray]], model: Embedder) -> None:
         """Store `(memory row id, the text embedded, its vector)`s. A vector is kept only while its
@@ -632,26 +538,12 @@ class VectorIndex:
                 [(rowids[c.memory_id], c.text, fresh[i]) for i, c in enumerate(written) if c.memory_id in rowids], model
             )
             vectors_by_id = {c.memory_id: fresh[i] for i, c in enumerate(written)}
-            # The new words of users whose vocabulary is kept (loaded or loading); the others'
-            # are embedded when their vectors are loaded.
-            kept = [c for c in written if c.user_id in self._users or c.user_id in self._loading]
-            if kept:
-                await self.word_table(w for c in kept for w in text_words(c.text))  # type: ignore[arg-type]
         # No await from here on: a matrix cannot be installed between these checks.
         for change in changes:
             vector = vectors_by_id.get(change.memory_id)
             loading = self._loading.get(change.user_id)
-            # A user loaded (or loading) since the new words were embedded: its vocabulary
-            # cannot take this change's words, so it is loaded again.
-            unembedded = change.text is not None and change.retired is None and (
-                self._words is None or bool(self._words.missing(text_words(change.text)))
-            )
             if loading is not None:  # its rows may have been read before this change: replayed after
                 loading.changes.append((change, vector))
-                loading.in_step = loading.in_step and not unembedded
-                continue
-            if unembedded:
-                self._users.pop(change.user_id, None)
                 continue
             loaded = self._users.get(change.user_id)
             if loaded is not None and not _keep_in_step(loaded, change, vector):

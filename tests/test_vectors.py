@@ -191,29 +191,24 @@ async def test_the_semantic_ranking_is_the_centred_cosine_kept_in_step_with_writ
         assert m.score == pytest.approx(kept.cosine(m.memory_id, vectors_query), abs=1e-5)
 
 
-async def test_word_expansion_picks_the_users_own_words_only_and_in_step(index: Retriever) -> None:
-    """A query word adds its nearest word of the user's vocabulary ("football" -> "soccer"), never
-    a word only another user wrote, and the vocabulary follows adds and deletes."""
+async def test_respelling_uses_the_users_own_words_in_step_with_writes(index: Retriever) -> None:
+    """A misspelt query word ("soccre") is respelt as a word of the user's memories only, never
+    of another user's, and the vocabulary follows adds and deletes."""
     store, vectors = index.store, index.vectors
     assert vectors is not None
-    await store.add("ava", "Ava plays football on Sundays")
     await store.add("ava", "Ava likes green tea")
     await store.add("bob", "Bob watches soccer")
     ava = await vectors.user_vectors("ava")
-    assert ava.similar_words("football") == []  # "soccer" is bob's
-    assert (await vectors.user_vectors("bob")).similar_words("soccer") == []
+    assert ava.respellings("soccre") == []  # "soccer" is bob's
     coach = await store.add("ava", "Ava's brother coaches soccer")
     await vectors.settled()
     ava = await vectors.user_vectors("ava")
-    assert [w for w, _ in ava.similar_words("football")] == ["soccer"]
-    assert ava.similar_words("football")[0][1] >= 0.7
-    assert ava.similar_words("cricket") == []  # not a word of ava's memories: not expanded
-    outcome = await index.search("ava", "football", method="hybrid", limit=5, min_relevance=0)
-    assert coach.memory_id in [m.memory_id for m in outcome.results]
-    keyword = await store.keyword_ranked(
-        "ava", "football", limit=5, expansion=QueryExpansion(similar={"football": [("soccer", 0.83)]})
-    )
-    assert coach.memory_id in [m for m, _ in keyword]
+    assert ava.respellings("soccre") == ["soccer"]
+    assert ava.respellings("soccer") == []  # the user's own word
+    outcome = await index.search("ava", "soccre", method="hybrid", limit=5, min_relevance=0)
+    assert [m.memory_id for m in outcome.results][:1] == [coach.memory_id]
+    keyword = await store.keyword_ranked("ava", "soccre", limit=5, expansion=QueryExpansion(respelled={"soccre": ["soccer"]}))
+    assert [m for m, _ in keyword] == [coach.memory_id]
     await store.delete("ava", coach.memory_id)
     await vectors.settled()
-    assert (await vectors.user_vectors("ava")).similar_words("football") == []
+    assert (await vectors.user_vectors("ava")).respellings("soccre") == []
