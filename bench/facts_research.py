@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_locomo  # noqa: E402
 from locomo_research import embed_cached, embeddings, ranking, topn  # noqa: E402
 
+from memoir.memory import spelling, subjects  # noqa: E402
+
 try:
     import Stemmer  # PyStemmer, what the new keyword engine uses
 
@@ -416,7 +418,7 @@ def minmax(lst):
 
 
 def fuse_general(q: Q, lists: list[tuple[list, float]], params=ranking.DEFAULT_FUSE, questions=True,
-                 extra_nb=None):
+                 extra_nb=None, extra_factor=None):
     """The recipe generalised to any number of weighted lists (min-max each, blend, neighbours,
     questions). `extra_nb`: optional fn(base, i) -> extra neighbour share."""
     p = params
@@ -441,7 +443,62 @@ def fuse_general(q: Q, lists: list[tuple[list, float]], params=ranking.DEFAULT_F
             score[i] += extra_nb(base, i)
         if i in asked:
             score[i] *= p.question_factor
+        if extra_factor is not None and i in extra_factor[0]:
+            score[i] *= extra_factor[1]
     return [i for i, _ in sorted(score.items(), key=lambda kv: (-kv[1], -kv[0]))]
+
+
+# --------------------------------------------------------------------------- fourth round
+def store_names(st: Store) -> tuple[dict[str, int], dict[str, int], list[tuple[str, ...]]]:
+    """The product's counts for the subject signal (memory/subjects.py, as memory/vectors.py
+    keeps them): memories writing each word capitalised / in lower case, each memory's subject words."""
+    if "names" not in st.extra:
+        cap: dict[str, int] = defaultdict(int)
+        low: dict[str, int] = defaultdict(int)
+        subj = []
+        for t in st.texts:
+            body = embeddings.embedding_text(t)
+            c, lw = subjects.case_words(body)
+            for w in c:
+                cap[w] += 1
+            for w in lw:
+                low[w] += 1
+            subj.append(subjects.subject_words(body))
+        st.extra["names"] = (dict(cap), dict(low), subj)
+    return st.extra["names"]
+
+
+def about_others(q: Q, candidates) -> set[int]:
+    """The candidates whose subject is only people the question does not name (the product's rule)."""
+    cap, low, subj = store_names(q.store)
+    names = subjects.query_names(q.text, cap, low)
+    return {i for i in candidates if subjects.about_others(subjects.subject_of(subj[i], cap, low), names)}
+
+
+def respelt(q: Q, weights: dict[str, float]) -> dict[str, float]:
+    """The product's respelling (memory/spelling.py) of the terms no memory holds, at weight 1."""
+    st = q.store
+    if "vocab_list" not in st.extra:
+        st.extra["vocab_list"] = sorted({w for t in st.texts for w in ranking.vocabulary(_TOK.findall(_fold(t)))})
+    vocab = st.extra["vocab_list"]
+    out = dict(weights)
+    for t in q.terms:
+        stems = tokens(t)
+        if len(stems) != 1 or stems[0] in st.postings:
+            continue
+        word = _TOK.findall(_fold(t))[0]
+        if word in st.extra.setdefault("vocab_set", set(vocab)):
+            continue
+        for w in spelling.respellings(word, vocab):
+            out.setdefault(tokens(w)[0], 1.0)
+    return out
+
+
+def fuse_subject(q: Q, lists: list[tuple[list, float]], factor: float = 0.7) -> list[int]:
+    """fuse_general with the subject signal: a candidate about others has its score x `factor`."""
+    cands = {i for lst, _ in lists for i, _ in lst}
+    others = about_others(q, cands) if factor != 1.0 else set()
+    return fuse_general(q, lists, extra_factor=(others, factor))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -693,7 +750,28 @@ def variants():
     for nw in (0.4, 0.6):
         add(g, f"STACK, neighbour weight {nw}",
             rec(lambda q: bm25_search(q, PS, weights=word_expansion(q)), C, fp=F(neighbour_weight=nw)))
+    g = "fourth round"
+    KW = lambda q, p: bm25_search(q, p, weights=respelt(q, plain_weights(q)))  # noqa: E731
+    for lam in (0.0, 0.05, 0.1, 0.2):
+        P = BM25(k1=0.2, b=0.0, expand=lam, expand_len=False)
+        for f in (1.0, 0.6, 0.7, 0.8):
+            add(g, f"k1 0.2, b 0, doc exp. {lam}, centred, subject x{f}, respelling",
+                lambda q, P=P, f=f: fuse_subject(q, [(KW(q, P), 1.0), (C(q), 0.7)], f))
+        add(g, f"k1 0.2, b 0, doc exp. {lam}, centred, subject x0.7, no respelling",
+            lambda q, P=P: fuse_subject(q, [(bm25_search(q, P), 1.0), (C(q), 0.7)], 0.7))
+        add(g, f"k1 0.2, b 0, doc exp. {lam}, centred, subject x0.7, respelling, word expansion",
+            lambda q, P=P: fuse_subject(q, [(bm25_search(q, P, weights=respelt(q, word_expansion(q, in_vocab_only=True))), 1.0), (C(q), 0.7)], 0.7))
+    P = BM25(k1=0.2, b=0.0, expand=0.1, expand_len=False)
+    add(g, "FOURTH: doc exp. 0.1, subject x0.7, respelling, raw cosine",
+        lambda q: fuse_subject(q, [(KW(q, P), 1.0), (S(q), 0.7)], 0.7))
+    add(g, "FOURTH: doc exp. 0.1, subject x0.7, respelling, FTS5 k1/b",
+        lambda q: fuse_subject(q, [(KW(q, BM25(expand=0.1, expand_len=False)), 1.0), (C(q), 0.7)], 0.7))
     return v
+
+
+def plain_weights(q: Q) -> dict[str, float]:
+    """Every kept query term at weight 1 (what bm25_search does without `weights`)."""
+    return {s: 1.0 for t in kept_terms(q.store, q.terms) for s in tokens(t)}
 
 
 def raw_vectors(st: Store) -> np.ndarray:
