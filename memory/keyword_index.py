@@ -11,10 +11,13 @@ schema objects, which every connection re-parses after each new one (~0.2 s per 
 - ``keyword_users``: a small integer ``uid`` per user, with the user's number of indexed
   memories (``docs``) and of tokens (``tokens``): BM25's N and average length.
 - ``keyword_postings``: one row per (user, word, memory): the word's weighted count in the memory
-  (``tf``) and the memory's length in tokens (``len``, repeated so a ranking reads one table).
-  Its key (uid, term, doc) makes a word's memories one range scan, and counting a word's
-  memories (BM25's n) the same scan.
-- ``keyword_docs``: each indexed memory's owner and words, so a change removes exactly its rows.
+  with its timeline neighbours' (``tf``), in the memory alone (``own``, 0 when only a neighbour
+  holds it) and the memory's own length in tokens (``len``, repeated so a ranking reads one
+  table). Its key (uid, term, doc) makes a word's memories one range scan, and counting a
+  word's memories (BM25's n) the same scan.
+- ``keyword_docs``: each indexed memory's owner, words and place in its user's timeline
+  (``at``: its created_at), so a change removes exactly its rows and a deleted memory's former
+  neighbours can be found.
 
 The words are FTS5's ``porter unicode61`` as closely as Python gets: runs of letters and digits,
 lower-cased, diacritics removed, Porter-stemmed when 3 to 64 characters long (PyStemmer's
@@ -30,6 +33,16 @@ little and a memory's length not at all. With 1.2 / 0.75 the ranking is FTS5's e
 round"). A query word may carry a weight (hybrid's word-vector expansion, memory/vectors.py),
 which multiplies its idf.
 
+Neighbour document expansion: a memory is indexed with the words of the memories just before and
+after it in its user's timeline (all the user's memories, superseded ones too, by (created_at,
+id)) at :data:`NEIGHBOUR_WEIGHT`: ``tf = own tf + 0.1 x (previous's own tf + next's own tf)``.
+Facts stated together share context ("She moved there in May" beside "Ava lives in Lisbon").
+BM25's n is then the number of memories whose expanded tf is > 0; its N and the lengths stay the
+memories' own. What asks whether a memory *holds* a word -- the rule leaving out words in over
+half of the memories (`ranked_words`, `rankable`) and relevance's coverage (`holders`) -- counts
+own words only. So an add re-indexes its neighbours too: at the end of a timeline, the memory
+and its predecessor (memory/ranking.py, "Fourth round", has the measurements).
+
 Pure functions on a DB-API connection (``?`` parameters); the store calls them on its
 connections' threads.
 """
@@ -41,7 +54,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -51,6 +64,7 @@ import Stemmer
 K1 = 0.2  # BM25's term-frequency saturation (FTS5: 1.2); memory/ranking.py, "third round"
 B = 0.0  # BM25's length normalisation (FTS5: 0.75): none
 TOPICS_WEIGHT = 0.5  # a word in the topics counts half a word in the text (as FTS5's bm25 weights were)
+NEIGHBOUR_WEIGHT = 0.1  # a timeline neighbour's words in a memory (0: none); memory/ranking.py, "fourth round"
 _MAX_STEMMED = 64  # FTS5's porter leaves longer tokens as they are
 
 _TOKEN = re.compile(r"[^\W_]+")
@@ -110,25 +124,53 @@ def document(memory: str, topics: str) -> Document:
     return Document(len(text) + len(tagged), dict(tf))
 
 
+def expanded(own: Document, neighbours: Iterable[Document]) -> dict[str, float]:
+    """Each word's tf in a memory indexed with its timeline neighbours' words: its own tf plus
+    :data:`NEIGHBOUR_WEIGHT` times each neighbour's; a word only a neighbour holds is in it too."""
+    tf = dict(own.tf)
+    if NEIGHBOUR_WEIGHT:  # 0: no expansion at all (no rows for neighbours' words)
+        for other in neighbours:
+            for word, n in other.tf.items():
+                tf[word] = tf.get(word, 0.0) + NEIGHBOUR_WEIGHT * n
+    return tf
+
+
 # -- writing ---------------------------------------------------------------------------------
+
+_CHUNK = 500  # ids per IN (...) list
+
+# The user's memories just before and just after the place (created_at ?2, id ?3), which need not
+# be a memory now. Each side is two probes of the (user_id, created_at, id) index: the row value
+# `(created_at, id) < (?, ?)` says the same, but SQLite (3.40) seeks by created_at alone and
+# filters the ids, reading every memory of one created_at (an import's, say) at each probe.
+_AROUND = (
+    "SELECT coalesce("
+    "(SELECT id FROM memories WHERE user_id = ?1 AND created_at = ?2 AND id < ?3 ORDER BY id DESC LIMIT 1),"
+    " (SELECT id FROM memories WHERE user_id = ?1 AND created_at < ?2 ORDER BY created_at DESC, id DESC LIMIT 1)),"
+    " coalesce("
+    "(SELECT id FROM memories WHERE user_id = ?1 AND created_at = ?2 AND id > ?3 ORDER BY id LIMIT 1),"
+    " (SELECT id FROM memories WHERE user_id = ?1 AND created_at > ?2 ORDER BY created_at, id LIMIT 1))"
+)
 
 
 def apply_pending(db: Any, user_id: str) -> None:
     """Bring the user's index up to date with the changes queued for it (fts_pending, filled by
-    triggers on memories), in the caller's write transaction."""
+    triggers on memories), in the caller's write transaction: each changed memory is indexed
+    again from the memories table, and so is each memory now beside where a changed one was or
+    is (its neighbour changed) -- each once, however many changes name it."""
     pending = db.execute(
-        "SELECT seq, id, memory, topics FROM fts_pending WHERE user_id = ? ORDER BY seq", (user_id,)
+        "SELECT seq, id, memory FROM fts_pending WHERE user_id = ? ORDER BY seq", (user_id,)
     ).fetchall()
     if not pending:
         return
-    latest = {row[1]: row for row in pending}  # the last change of each memory is its state now
+    latest = {int(row[1]): row[2] for row in pending}  # the last change of each memory is its state now
     existing = db.execute("SELECT uid FROM keyword_users WHERE user_id = ?", (user_id,)).fetchone()
-    if existing is not None or any(row[2] is not None for row in latest.values()):  # deletes alone make no user
+    if existing is not None or any(m is not None for m in latest.values()):  # deletes alone make no user
         uid = int(existing[0]) if existing is not None else _new_user(db, user_id)
-        for doc, row in latest.items():
-            _remove(db, doc, owner=uid)
-            if row[2] is not None:
-                _add(db, uid, doc, document(row[2], row[3]))
+        timeline = _Timeline(db, user_id)
+        docs = _affected(db, uid, timeline, list(latest))
+        _remove(db, docs, owner=uid)
+        _add(db, uid, timeline, docs)
     db.execute("DELETE FROM fts_pending WHERE user_id = ? AND seq <= ?", (user_id, pending[-1][0]))
 
 
@@ -157,35 +199,124 @@ def _new_user(db: Any, user_id: str) -> int:
     ).fetchone()[0])
 
 
-def _remove(db: Any, doc: int, *, owner: int) -> None:
-    """Remove `doc` from the index. A memory's row id can be reused once it is deleted, by another
-    user too: the rows removed are those of whoever the index says holds it, and a queued delete
-    of `owner` for a row id now indexed for someone else changes nothing."""
-    row = db.execute("SELECT uid, length, terms FROM keyword_docs WHERE doc = ?", (doc,)).fetchone()
-    if row is None:
-        return
-    uid, length, terms = int(row[0]), int(row[1]), row[2]
-    if uid != owner:
-        holder = db.execute("SELECT user_id FROM keyword_users WHERE uid = ?", (uid,)).fetchone()
-        if holder and db.execute("SELECT 1 FROM memories WHERE id = ? AND user_id = ?", (doc, holder[0])).fetchone():
-            return  # the row id is the other user's live memory now: theirs to index
-    db.executemany(
-        "DELETE FROM keyword_postings WHERE uid = ? AND term = ? AND doc = ?", [(uid, t, doc) for t in terms.split()]
-    )
-    db.execute("DELETE FROM keyword_docs WHERE doc = ?", (doc,))
-    db.execute("UPDATE keyword_users SET docs = docs - 1, tokens = tokens - ? WHERE uid = ?", (length, uid))
+def _chunks(ids: Sequence[int]) -> Iterator[tuple[list[int], str]]:
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start : start + _CHUNK])
+        yield chunk, ", ".join("?" * len(chunk))
 
 
-def _add(db: Any, uid: int, doc: int, document: Document) -> None:
+class _Timeline:
+    """One user's timeline as a re-index asks it: the memories on either side of a place, read
+    from the memories table one place at a time and kept for the rest of the transaction (a
+    changed memory's neighbours are asked for twice: to find them, then to index it)."""
+
+    def __init__(self, db: Any, user_id: str) -> None:
+        self.db, self.user_id = db, user_id
+        self._around: dict[tuple[str, int], tuple[int | None, int | None]] = {}
+
+    def around(self, at: str, doc: int) -> tuple[int | None, int | None]:
+        """(previous, next) of the place (at, doc); None at either end."""
+        if (at, doc) not in self._around:
+            before, after = self.db.execute(_AROUND, (self.user_id, at, doc)).fetchone()
+            self._around[(at, doc)] = (
+                None if before is None else int(before), None if after is None else int(after)
+            )
+        return self._around[(at, doc)]
+
+
+def _affected(db: Any, uid: int, timeline: _Timeline, changed: list[int]) -> list[int]:
+    """The memories to index again for `changed`: themselves, and the memories now on either side
+    of each one's place in the index (where it was: a deleted memory's former neighbours) and in
+    the memories table (where it is: a new memory's neighbours)."""
+    places: set[tuple[str, int]] = set()
+    for chunk, marks in _chunks(changed):
+        places.update(
+            (at, int(doc))
+            for doc, at in db.execute(f"SELECT doc, at FROM keyword_docs WHERE uid = ? AND doc IN ({marks})", (uid, *chunk))
+        )
+        places.update(
+            (at, int(doc))
+            for doc, at in db.execute(
+                f"SELECT id, created_at FROM memories WHERE user_id = ? AND id IN ({marks})", (timeline.user_id, *chunk)
+            )
+        )
+    docs = set(changed)
+    for at, doc in places:
+        docs.update(d for d in timeline.around(at, doc) if d is not None)
+    return sorted(docs)
+
+
+def _remove(db: Any, docs: Sequence[int], *, owner: int) -> None:
+    """Remove `docs` from the index. A memory's row id can be reused once it is deleted, by another
+    user too: the rows removed are those of whoever the index says holds it, and a queued change
+    of `owner` for a row id now indexed for another user's live memory changes nothing. When the
+    rows removed are another user's (their memory is gone, its row id `owner`'s now), that user's
+    memories around it are queued for them: their neighbour changed, and only this row said where
+    it was."""
+    rows = []
+    for chunk, marks in _chunks(docs):
+        rows += db.execute(f"SELECT doc, uid, length, terms, at FROM keyword_docs WHERE doc IN ({marks})", chunk).fetchall()
+    removed: list[tuple[int, int, int, str]] = []
+    for doc, uid, length, terms, at in rows:
+        doc, uid = int(doc), int(uid)
+        if uid != owner:
+            holder = db.execute("SELECT user_id FROM keyword_users WHERE uid = ?", (uid,)).fetchone()
+            if holder and db.execute("SELECT 1 FROM memories WHERE id = ? AND user_id = ?", (doc, holder[0])).fetchone():
+                continue  # the row id is the other user's live memory now: theirs to index
+            if holder:
+                _queue_around(db, holder[0], at, doc)
+        removed.append((doc, uid, int(length), terms))
     db.executemany(
-        "INSERT INTO keyword_postings (uid, term, doc, tf, len) VALUES (?, ?, ?, ?, ?)",
-        [(uid, term, doc, tf, document.length) for term, tf in document.tf.items()],
+        "DELETE FROM keyword_postings WHERE uid = ? AND term = ? AND doc = ?",
+        [(uid, t, doc) for doc, uid, _, terms in removed for t in terms.split()],
     )
-    db.execute(
-        "INSERT INTO keyword_docs (doc, uid, length, terms) VALUES (?, ?, ?, ?)",
-        (doc, uid, document.length, " ".join(document.tf)),
-    )
-    db.execute("UPDATE keyword_users SET docs = docs + 1, tokens = tokens + ? WHERE uid = ?", (document.length, uid))
+    db.executemany("DELETE FROM keyword_docs WHERE doc = ?", [(doc,) for doc, *_ in removed])
+    for uid in {uid for _, uid, _, _ in removed}:
+        mine = [length for _, u, length, _ in removed if u == uid]
+        db.execute("UPDATE keyword_users SET docs = docs - ?, tokens = tokens - ? WHERE uid = ?", (len(mine), sum(mine), uid))
+
+
+def _queue_around(db: Any, user_id: str, at: str, doc: int) -> None:
+    """Queue, for `user_id`, their memories on either side of the place (at, doc)."""
+    ids = [d for d in _Timeline(db, user_id).around(at, doc) if d is not None]
+    if ids:
+        db.execute(
+            f"INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories"
+            f" WHERE user_id = ? AND id IN ({', '.join('?' * len(ids))}) ORDER BY id",
+            (user_id, *ids),
+        )
+
+
+def _add(db: Any, uid: int, timeline: _Timeline, docs: Sequence[int]) -> None:
+    """Index those of `docs` that are the user's memories now, each with its neighbours' words."""
+    live = _texts(db, timeline.user_id, docs)
+    around = {doc: timeline.around(at, doc) for doc, (at, _) in live.items()}
+    missing = sorted({n for pair in around.values() for n in pair if n is not None and n not in live})
+    own = {doc: words_ for doc, (_, words_) in (live | _texts(db, timeline.user_id, missing)).items()}
+    postings: list[tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
+    for doc, (at, document_) in sorted(live.items()):
+        tf = expanded(document_, [own[n] for n in around[doc] if n is not None])
+        postings += [(uid, term, doc, x, document_.tf.get(term, 0.0), document_.length) for term, x in tf.items()]
+        rows.append((doc, uid, document_.length, " ".join(tf), at))
+    db.executemany("INSERT INTO keyword_postings (uid, term, doc, tf, own, len) VALUES (?, ?, ?, ?, ?, ?)", postings)
+    db.executemany("INSERT INTO keyword_docs (doc, uid, length, terms, at) VALUES (?, ?, ?, ?, ?)", rows)
+    if rows:
+        db.execute(
+            "UPDATE keyword_users SET docs = docs + ?, tokens = tokens + ? WHERE uid = ?",
+            (len(rows), sum(r[2] for r in rows), uid),
+        )
+
+
+def _texts(db: Any, user_id: str, docs: Sequence[int]) -> dict[int, tuple[str, Document]]:
+    """Those of `docs` that are the user's memories: their created_at and own words."""
+    out: dict[int, tuple[str, Document]] = {}
+    for chunk, marks in _chunks(docs):
+        for doc, at, memory, topics in db.execute(
+            f"SELECT id, created_at, memory, topics FROM memories WHERE user_id = ? AND id IN ({marks})", (user_id, *chunk)
+        ):
+            out[int(doc)] = (at, document(memory, topics))
+    return out
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -199,8 +330,9 @@ class IndexStats:
     version: Any
     uid: int
     size: int  # memories indexed: BM25's N
-    tokens: int  # their tokens: N times the average length
-    matches: dict[str, int] = field(default_factory=dict)
+    tokens: int  # their own tokens: N times the average length
+    matches: dict[str, int] = field(default_factory=dict)  # memories holding the word themselves
+    expanded_matches: dict[str, int] = field(default_factory=dict)  # ... or beside one that does: BM25's n
 
     @property
     def cap(self) -> int:
@@ -216,20 +348,25 @@ def stats(db: Any, user_id: str, version: Any) -> IndexStats | None:
 
 
 def count_matches(db: Any, stats: IndexStats, words_: Sequence[str]) -> None:
-    """Count, once per state, the memories holding each of `words_` (up to `stats.cap`)."""
+    """Count, once per state, the memories holding each of `words_` themselves (`matches`) and
+    those indexed with it, their own or a neighbour's (`expanded_matches`), each up to `stats.cap`
+    (beyond it the idf is at its floor anyway). One trip for all."""
     uncounted = [w for w in dict.fromkeys(words_) if w not in stats.matches]
     if not uncounted:
         return
-    one = f"(SELECT count(*) FROM (SELECT 1 FROM keyword_postings WHERE uid = ? AND term = ? LIMIT {stats.cap}) AS c)"
+    own = f"(SELECT count(*) FROM (SELECT 1 FROM keyword_postings WHERE uid = ? AND term = ? AND own > 0 LIMIT {stats.cap}) AS c)"
+    every = f"(SELECT count(*) FROM (SELECT 1 FROM keyword_postings WHERE uid = ? AND term = ? LIMIT {stats.cap}) AS c)"
     params: list[Any] = []
     for w in uncounted:
-        params += [stats.uid, w]
-    found = db.execute("SELECT " + ", ".join([one] * len(uncounted)), params).fetchone()
-    stats.matches.update(zip(uncounted, map(int, found)))
+        params += [stats.uid, w, stats.uid, w]
+    found = list(map(int, db.execute("SELECT " + ", ".join([own, every] * len(uncounted)), params).fetchone()))
+    stats.matches.update(zip(uncounted, found[0::2]))
+    stats.expanded_matches.update(zip(uncounted, found[1::2]))
 
 
 def idf(stats: IndexStats, word: str) -> float:
-    n = stats.matches[word]
+    """BM25's idf, n counting every memory indexed with the word (a neighbour's words included)."""
+    n = stats.expanded_matches[word]
     return max(math.log((stats.size - n + 0.5) / (n + 0.5)), 1e-6)
 
 
@@ -277,7 +414,8 @@ def bm25_params(stats: IndexStats, words_: Sequence[str], weights: dict[str, flo
 
 
 def holders(db: Any, uid: int, words_: Sequence[str], docs: Sequence[int]) -> list[tuple[int, str]]:
-    """Which of `docs` hold which of `words_`: (doc, word) pairs.
+    """Which of `docs` hold which of `words_` themselves (a neighbour's words are not theirs):
+    (doc, word) pairs.
 
     Written as a join of two lists of values, so every probe is a lookup of the postings' key
     whatever the planner believes of the tables' sizes: with `term IN (...) AND doc IN (...)`,
@@ -289,6 +427,7 @@ def holders(db: Any, uid: int, words_: Sequence[str], docs: Sequence[int]) -> li
         f"WITH d (doc) AS (VALUES {', '.join(['(CAST(? AS BIGINT))'] * len(docs))}),"
         f" t (term) AS (VALUES {', '.join(['(CAST(? AS TEXT))'] * len(words_))})"
         " SELECT p.doc, p.term FROM d, t, keyword_postings p WHERE p.uid = ? AND p.term = t.term AND p.doc = d.doc"
+        " AND p.own > 0"
     )
     return [(int(r[0]), r[1]) for r in db.execute(sql, (*docs, *words_, uid))]
 
@@ -299,7 +438,9 @@ def holders(db: Any, uid: int, words_: Sequence[str], docs: Sequence[int]) -> li
 def problems(db: Any) -> list[str]:
     """What is inconsistent in the index (empty when nothing is): each user's counts against
     their memories' rows, each memory's postings against its words, and, for users with nothing
-    queued, the index against the memories themselves. For `memoir doctor` and the tests."""
+    queued, the index against the memories themselves: the same memories, each at its place in
+    the timeline, with its own words and its neighbours' as indexing it now would give. For
+    `memoir doctor` and the tests."""
     found: list[str] = []
     for uid, user_id, docs, tokens in db.execute("SELECT uid, user_id, docs, tokens FROM keyword_users").fetchall():
         n, total = db.execute("SELECT count(*), coalesce(sum(length), 0) FROM keyword_docs WHERE uid = ?", (uid,)).fetchone()
@@ -314,11 +455,44 @@ def problems(db: Any) -> list[str]:
         if postings != listed:
             found.append(f"user {user_id!r}: {len(postings ^ listed)} postings differ from their memories' words")
         if db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is None:
-            live = dict(db.execute("SELECT id, memory || ' ' || topics FROM memories WHERE user_id = ?", (user_id,)).fetchall())
-            indexed = {doc for (doc,) in db.execute("SELECT doc FROM keyword_docs WHERE uid = ?", (uid,))}
-            if set(live) != indexed:
-                found.append(f"user {user_id!r}: {len(set(live) ^ indexed)} memories indexed wrongly or not at all")
+            expected, indexed = _as_memories_say(db, user_id), _as_indexed(db, uid)
+            if set(expected) != set(indexed):
+                found.append(f"user {user_id!r}: {len(set(expected) ^ set(indexed))} memories indexed wrongly or not at all")
+            if wrong := sum(1 for doc in set(expected) & set(indexed) if not _same(expected[doc], indexed[doc])):
+                found.append(f"user {user_id!r}: {wrong} memories indexed with other words, counts or places than theirs and their neighbours'")
     return found
+
+
+# A memory as the index should hold it: (at, length, {word: (tf, own tf, length)}).
+_Indexed = tuple[str, int, dict[str, tuple[float, float, int]]]
+
+
+def _as_memories_say(db: Any, user_id: str) -> dict[int, _Indexed]:
+    timeline = db.execute(
+        "SELECT id, created_at, memory, topics FROM memories WHERE user_id = ? ORDER BY created_at, id", (user_id,)
+    ).fetchall()
+    own = [document(memory, topics) for _, _, memory, topics in timeline]
+    out: dict[int, _Indexed] = {}
+    for i, (doc, at, _, _) in enumerate(timeline):
+        tf = expanded(own[i], [own[j] for j in (i - 1, i + 1) if 0 <= j < len(own)])
+        out[int(doc)] = (at, own[i].length, {t: (x, own[i].tf.get(t, 0.0), own[i].length) for t, x in tf.items()})
+    return out
+
+
+def _as_indexed(db: Any, uid: int) -> dict[int, _Indexed]:
+    out: dict[int, _Indexed] = {
+        int(doc): (at, int(length), {}) for doc, at, length in db.execute("SELECT doc, at, length FROM keyword_docs WHERE uid = ?", (uid,))
+    }
+    for doc, term, tf, own, length in db.execute("SELECT doc, term, tf, own, len FROM keyword_postings WHERE uid = ?", (uid,)):
+        if int(doc) in out:
+            out[int(doc)][2][term] = (float(tf), float(own), int(length))
+    return out
+
+
+def _same(a: _Indexed, b: _Indexed) -> bool:
+    return a[:2] == b[:2] and a[2].keys() == b[2].keys() and all(
+        math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for t in a[2] for x, y in zip(a[2][t], b[2][t])
+    )
 
 
 def rebuild(db: Any) -> int:

@@ -181,7 +181,7 @@ MIGRATIONS: list[str] = [
     # migration 4 stay: a user's queued changes are indexed at the user's next search, in one
     # batch (indexing each add in its own transaction made it write a page per distinct word:
     # adds took 0.2 ms longer). The Python step of this migration (AFTER_MIGRATION) drops the
-    # old tables, whose names are built from user ids, and indexes every memory.
+    # old tables, whose names are built from user ids (it indexed every memory too, until 9).
     """
     CREATE TABLE keyword_users (
         uid         INTEGER PRIMARY KEY,            -- the user's key in the other two tables
@@ -226,17 +226,48 @@ MIGRATIONS: list[str] = [
         updated_at  TEXT NOT NULL
     );
     """,
+    # 9: neighbour document expansion (memory/keyword_index.py): a memory is indexed with its
+    # timeline neighbours' words at a tenth of their weight. A posting keeps the memory's own count
+    # beside the expanded one (`own`, 0 for a word only a neighbour holds), since what a memory
+    # holds itself still decides coverage and the common-word rule; keyword_docs keeps each
+    # memory's place in the timeline (`at`: its created_at), so a deleted memory's former
+    # neighbours can be found. The index tables are made anew and every memory queued again:
+    # each user's index is rebuilt at their next search, as any queued change is.
+    """
+    DROP TABLE keyword_postings;
+    DROP TABLE keyword_docs;
+    DELETE FROM keyword_users;
+    CREATE TABLE keyword_postings (
+        uid         INTEGER NOT NULL,
+        term        TEXT NOT NULL,                  -- a stemmed word
+        doc         INTEGER NOT NULL,               -- memories.id
+        tf          REAL NOT NULL,                  -- own + 0.1 x the neighbours' own (keyword_index.NEIGHBOUR_WEIGHT)
+        own         REAL NOT NULL,                  -- count in the text + 0.5 x count in the topics; 0: a neighbour's word
+        len         INTEGER NOT NULL,               -- the memory's own tokens (as keyword_docs.length)
+        PRIMARY KEY (uid, term, doc)
+    ) WITHOUT ROWID;
+    CREATE TABLE keyword_docs (
+        doc         INTEGER PRIMARY KEY,            -- memories.id
+        uid         INTEGER NOT NULL,
+        length      INTEGER NOT NULL,               -- its own tokens
+        terms       TEXT NOT NULL,                  -- its postings' words, space-separated
+        at          TEXT NOT NULL                   -- its created_at: its place in the user's timeline
+    );
+
+    DELETE FROM fts_pending;
+    INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id;
+    """,
 ]
 
 
 def _one_keyword_index(db: sqlite3.Connection) -> None:
-    from .keyword_index import index_queued
-
     # fts_user_<hex>; its shadow tables (fts_user_<hex>_data, ...) go with it.
     sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'fts_user_*' AND name NOT GLOB 'fts_user_*_*'"
     for (name,) in db.execute(sql).fetchall():
         db.execute(f'DROP TABLE "{name}"')
-    index_queued(db)
+    # It indexed every memory here too, until migration 9: memory/keyword_index.py writes the
+    # tables of the newest schema, not of 7's, and 9 queues every memory again anyway (indexed
+    # at each user's next search).
 
 
 # Steps SQL cannot say, run after the migration of that number, in its transaction.

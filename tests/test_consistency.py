@@ -63,7 +63,7 @@ async def test_a_write_committed_while_a_search_rereads_is_found_by_the_next_sea
         assert late, "the interleaving did not happen"
         await _in_thread(store._reader, lambda conn: conn.set_trace_callback(None))
         found = await store.keyword("ava", "vinyl records", limit=5)
-        assert [m.memory_id for m in found] == late
+        assert [m.memory_id for m in found][:1] == late  # (then its neighbour, the ski one)
     finally:
         await store.close()
 

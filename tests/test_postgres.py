@@ -30,7 +30,7 @@ from memoir.memory import keyword_index, postgres
 from memoir.memory.store import Store
 from tests.netclients import Ledger, connect, make_token, post_initialize, revoke_token, writer
 from tests.servers import start_server
-from tests.test_keyword_index import DOCS, OTHERS, QUERY, fts5_scores
+from tests.test_keyword_index import DOCS, OTHERS, QUERY, reference_bm25
 
 
 @pytest.fixture
@@ -249,9 +249,9 @@ _users = iter(range(1_000_000))
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(docs=DOCS, others=OTHERS, query=QUERY)
 async def test_scores_are_the_sqlite_backends_over_the_users_own_memories(docs, others, query, db_path: str) -> None:  # noqa: ANN001
-    """PostgreSQL ranks exactly as SQLite (whose equality with FTS5's BM25 is
-    tests/test_keyword_index.py's property), whatever another user stores (one database, fresh
-    users per example)."""
+    """PostgreSQL ranks exactly as SQLite, and both as the reference written from BM25's
+    definition with neighbour expansion (tests/test_keyword_index.py, where SQLite also equals
+    FTS5's BM25 without it), whatever another user stores (one database, fresh users per example)."""
     n = next(_users)
     scores = []
     for location in (db_path, ":memory:"):
@@ -267,7 +267,8 @@ async def test_scores_are_the_sqlite_backends_over_the_users_own_memories(docs, 
     ours, sqlite_ = scores
     assert [m for m, _ in ours] == [m for m, _ in sqlite_]
     assert [s for _, s in ours] == pytest.approx([s for _, s in sqlite_], rel=1e-9, abs=1e-12)
-    assert len(ours) == len(fts5_scores(docs, query))
+    reference = reference_bm25(docs, query, keyword_index.K1, keyword_index.B, keyword_index.NEIGHBOUR_WEIGHT)
+    assert sorted(s for _, s in ours) == pytest.approx(reference, rel=1e-9, abs=1e-12)
 
 
 def test_the_command_line_takes_a_postgresql_url(

@@ -71,8 +71,10 @@ async def test_min_relevance_0_returns_the_best_of_a_bad_lot(client: Client) -> 
 async def test_a_related_query_keeps_its_answer_at_the_default(client: Client) -> None:
     ids = await store(client)
     found = await call(client, "search_memories", query="Who teaches Ava to ski?")
-    assert found["results"][0]["memory_id"] == ids[2]
-    assert found["results"][0]["relevance"] >= DEFAULT_MIN_RELEVANCE
+    # Not necessarily first: every word of the query is in every memory here, and BM25's scores
+    # differ only by neighbour expansion (the middle memory has two neighbours), at idf's floor.
+    answer = [r for r in found["results"] if r["memory_id"] == ids[2]]
+    assert answer and answer[0]["relevance"] >= DEFAULT_MIN_RELEVANCE
 
 
 async def test_words_absent_from_the_store_find_nothing(client: Client) -> None:

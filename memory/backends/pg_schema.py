@@ -195,6 +195,37 @@ MIGRATIONS: list[str] = [
     ALTER TABLE memories SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 200);
     ALTER TABLE embeddings SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 200);
     """,
+    # 3: SQLite's 9, neighbour document expansion: the index tables made anew with a posting's own
+    # count (`own`, in the key's INCLUDE: counting a word's own holders stays an index-only scan)
+    # and each memory's place in the timeline (`at`); every memory queued again, so each user's
+    # index is rebuilt at their next search.
+    r"""
+    DROP TABLE keyword_postings;
+    DROP TABLE keyword_docs;
+    DELETE FROM keyword_users;
+    CREATE TABLE keyword_postings (
+        uid         BIGINT NOT NULL,
+        term        TEXT COLLATE "C" NOT NULL,
+        doc         BIGINT NOT NULL,
+        tf          DOUBLE PRECISION NOT NULL,
+        own         DOUBLE PRECISION NOT NULL,
+        len         INTEGER NOT NULL,
+        PRIMARY KEY (uid, term, doc) INCLUDE (tf, own, len)
+    );
+    CREATE TABLE keyword_docs (
+        doc         BIGINT PRIMARY KEY,
+        uid         BIGINT NOT NULL,
+        length      INTEGER NOT NULL,
+        terms       TEXT COLLATE "C" NOT NULL,
+        at          TEXT COLLATE "C" NOT NULL
+    );
+    CREATE INDEX keyword_docs_by_user ON keyword_docs (uid);
+    ALTER TABLE keyword_postings SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 200);
+    ALTER TABLE keyword_docs SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 200);
+
+    DELETE FROM fts_pending;
+    INSERT INTO fts_pending (user_id, id, memory, topics) SELECT user_id, id, memory, topics FROM memories ORDER BY id;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
