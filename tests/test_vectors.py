@@ -208,7 +208,7 @@ async def test_respelling_uses_the_users_own_words_in_step_with_writes(index: Re
     outcome = await index.search("ava", "soccre", method="hybrid", limit=5, min_relevance=0)
     assert [m.memory_id for m in outcome.results][:1] == [coach.memory_id]
     keyword = await store.keyword_ranked("ava", "soccre", limit=5, expansion=QueryExpansion(respelled={"soccre": ["soccer"]}))
-    assert [m for m, _ in keyword] == [coach.memory_id]
+    assert [m for m, _ in keyword][:1] == [coach.memory_id]
     await store.delete("ava", coach.memory_id)
     await vectors.settled()
     assert (await vectors.user_vectors("ava")).respellings("soccre") == []
