@@ -812,11 +812,14 @@ def main() -> None:
             print(line)
     if args.bootstrap:
         named = {name: fn for _, name, fn in variants()}
-        for line in bootstrap(queries, named["RECIPE, Python BM25"], named[STACK]):
-            print(line)
+        for label, new in (("STACK", STACK), ("FOURTH (the product)", FOURTH)):
+            print(f"RECIPE vs {label}:")
+            for line in bootstrap(queries, named["RECIPE, Python BM25"], named[new]):
+                print(line)
 
 
 STACK = "STACK: k1 0.2, b 0, doc exp. 0.1 + word expansion + centred"
+FOURTH = "k1 0.2, b 0, doc exp. 0.1, centred, subject x0.7, respelling"
 
 
 def bootstrap(queries, base, new, n=2000, seed=0) -> list[str]:

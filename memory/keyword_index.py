@@ -30,8 +30,7 @@ memory's length being all its tokens (text and topics, stop words included) -- b
 k1 = 0.2 and b = 0 (:data:`K1`, :data:`B`) where FTS5 has 1.2 and 0.75: a word's repeats count
 little and a memory's length not at all. With 1.2 / 0.75 the ranking is FTS5's exactly
 (tests/test_keyword_index.py); why 0.2 / 0 is in memory/ranking.py ("Stores of facts, third
-round"). A query word may carry a weight (hybrid's word-vector expansion, memory/vectors.py),
-which multiplies its idf.
+round"). A query word may carry a weight (hybrid's respellings, memory/spelling.py), which multiplies its idf.
 
 Neighbour document expansion: a memory is indexed with the words of the memories just before and
 after it in its user's timeline (all the user's memories, superseded ones too, by (created_at,
@@ -385,7 +384,7 @@ def ranked_words(stats: IndexStats, words_: Sequence[str]) -> list[str]:
 
 
 def rankable(stats: IndexStats, word: str) -> bool:
-    """Whether a word added to a query (word-vector expansion) is ranked by: held by some of the
+    """Whether a word added to a query (a respelling) is ranked by: held by some of the
     user's memories and, as `ranked_words` keeps words beside rarer ones, by at most half of them
     in a store of 100 or more (counted: `count_matches`)."""
     n = stats.matches.get(word, 0)

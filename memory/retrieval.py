@@ -174,8 +174,8 @@ class Retriever:
         # The model embeds the query in its own thread while the database ranks the keyword side.
         # The user's vectors come first: their one query (has another process written?) is then
         # not queued behind the keyword ranking on a PostgreSQL store's reader (bench/README.md).
-        # That side's word-vector expansion (memory/ranking.py) needs the user's vocabulary,
-        # which is kept with the user's vectors.
+        # That side's respellings (memory/spelling.py) need the user's vocabulary, and fusion's
+        # subject signal the user's names (memory/subjects.py): both are kept with the vectors.
         embedding = asyncio.ensure_future(self.vectors.embed([query]))
         try:
             timeline = await self.vectors.user_vectors(user_id)

@@ -195,7 +195,7 @@ class UserVectors:
         q_norm = max(float(np.linalg.norm(query - mu)), 1e-6)
         return (raw - m + (mm - float(query @ mu))) / (np.sqrt(np.maximum(1.0 - 2.0 * m + mm, 1e-12)) * q_norm)
 
-    # -- the vocabulary (word-vector expansion) --
+    # -- the vocabulary (respelling, memory/spelling.py) --
 
     def _count_words(self, text: str | None, step: int) -> tuple[str, ...]:
         if not text:
