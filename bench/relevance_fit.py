@@ -78,13 +78,15 @@ class Conversation:
         timeline = await self.vectors.user_vectors(USER)
         qv = (await self.vectors.embed([query]))[0]
         ids = {m for order in orders.values() for m in order}
+        beside = {i: timeline.neighbours(i) for i in ids}
         keyword = [m for m, _ in await self.store.keyword_ranked(USER, query, limit=ranking.CANDIDATES, expansion=timeline.expansion(query))]
-        covered = await self.retriever._coverage(USER, query, sorted(ids | set(keyword)))
+        covered = await self.retriever._coverage(USER, query, sorted(ids | set(keyword) | {n for ns in beside.values() for n in ns}))
         in_list = set(keyword)  # hybrid's coverage is 0 outside its keyword list, as in the product
         return {"kind": kind, "orders": orders,
                 "cos": {i: timeline.cosine(i, qv) for i in ids},
                 "cov": {i: covered.get(i, 0.0) for i in ids},
                 "cov_hybrid": {i: covered.get(i, 0.0) if i in in_list else 0.0 for i in ids},
+                "nb_cov": {i: max((covered.get(n, 0.0) for n in beside[i]), default=0.0) for i in ids},
                 "gold": {i for i in ids if gold and self.source_of[i] & gold}}
 
 
@@ -114,7 +116,7 @@ def collect(store_kind: str) -> list[dict]:
     return asyncio.run(collect_async(store_kind))
 
 
-FEATURES = {"hybrid": ("cos", "cov_hybrid"), "semantic": ("cos",), "keyword": ("cov",)}
+FEATURES = {"hybrid": ("cos", "cov_hybrid", "nb_cov"), "semantic": ("cos",), "keyword": ("cov",)}
 
 
 def x(row: dict, i: int, method: str) -> list[float]:

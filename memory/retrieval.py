@@ -43,6 +43,10 @@ class SearchOutcome:
     retrieval_method: str
 
 
+#: Hybrid candidates whose relevance is worked out together (their neighbours' words in one read).
+_RELEVANCE_BATCH = 50
+
+
 class Retriever:
     def __init__(self, store: Store, vectors: VectorIndex | None = None) -> None:
         self.store = store
@@ -196,18 +200,29 @@ class Retriever:
         recency = {m: f"{position[m]:012d}" for m in candidates if m in position}
         others = timeline.about_others(candidates, timeline.query_names(query))
         fused = fuse(keyword, semantic, recency, position=position, questions=timeline.questions, about_others=others)
-        # Relevance: the raw cosine of every candidate, and the words held by the keyword hits
-        # (coverage 0 for the others, as in the fit; see memory/ranking.py).
-        covered = await self._coverage(user_id, query, [m for m, _ in keyword])
+        # Relevance: the raw cosine of every candidate, the words held by the keyword hits
+        # (coverage 0 for the others, as in the fit) and by each one's timeline neighbours (see
+        # memory/ranking.py). Neighbours' words are counted a batch of candidates at a time: a
+        # search usually stops within the first.
+        in_list = {m for m, _ in keyword}
+        covered = await self._coverage(user_id, query, sorted(in_list))
         rel: dict[str, float] = {}
         kept: list[tuple[str, float]] = []
-        for m, score in fused:
-            # The raw cosine (the semantic list ranks by the centred one).
-            rel[m] = relevance(cosine=timeline.cosine(m, query_vector), coverage=covered.get(m, 0.0))
-            if rel[m] >= threshold:
-                kept.append((m, score))
-                if len(kept) == limit:
-                    break
+        for start in range(0, len(fused), _RELEVANCE_BATCH):
+            batch = fused[start : start + _RELEVANCE_BATCH]
+            beside = {m: timeline.neighbours(m) for m, _ in batch}
+            uncounted = sorted({n for ns in beside.values() for n in ns} - covered.keys())
+            covered.update(dict.fromkeys(uncounted, 0.0) | await self._coverage(user_id, query, uncounted))
+            for m, score in batch:
+                rel[m] = relevance(
+                    cosine=timeline.cosine(m, query_vector),  # the raw cosine (the list ranks by the centred one)
+                    coverage=covered.get(m, 0.0) if m in in_list else 0.0,
+                    neighbour_coverage=max((covered[n] for n in beside[m]), default=0.0),
+                )
+                if rel[m] >= threshold:
+                    kept.append((m, score))
+                    if len(kept) == limit:
+                        return await self._rows(user_id, kept, rel)
         return await self._rows(user_id, kept, rel)
 
     async def _coverage(self, user_id: str, query: str, memory_ids: Sequence[str]) -> dict[str, float]:

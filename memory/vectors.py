@@ -272,6 +272,14 @@ class UserVectors:
         row = self.rows.get(memory_id)
         return float(self.matrix[row] @ query) if row is not None else 0.0
 
+    def neighbours(self, memory_id: str) -> list[str]:
+        """The live memories right before and after `memory_id` in the timeline (a deleted
+        neighbour leaves a gap: nobody is looked for beyond it)."""
+        row = self.rows.get(memory_id)
+        if row is None:
+            return []
+        return [self.memory_ids[j] for j in (row - 1, row + 1) if 0 <= j < self.size and self.alive[j]]
+
     def position(self) -> dict[str, int]:
         """Each live memory's place in the timeline (deleted rows still count as a step)."""
         return self.rows
