@@ -41,7 +41,7 @@ BM25's n is then the number of memories whose expanded tf is > 0; its N and the 
 memories' own. What asks whether a memory *holds* a word -- the rule leaving out words in over
 half of the memories (`ranked_words`, `rankable`) and relevance's coverage (`holders`) -- counts
 own words only. So an add re-indexes its neighbours too: at the end of a timeline, the memory
-and its predecessor (memory/ranking.py, "Fourth round", has the measurements).
+and its predecessor (memory/ranking.py, "Fourth round", has the measurements and the cost).
 
 Pure functions on a DB-API connection (``?`` parameters); the store calls them on its
 connections' threads.
