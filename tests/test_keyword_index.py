@@ -488,3 +488,26 @@ async def test_a_version_8_database_is_indexed_again_with_its_neighbours_words(t
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert db.execute("SELECT count(*) FROM fts_pending").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM keyword_postings WHERE own = 0").fetchone()[0] > 0  # neighbours' words
+
+
+async def test_the_common_word_rule_counts_the_memories_holding_a_word_themselves(tmp_path: Path) -> None:
+    """"market" is in every other memory: in half of them itself, in all of them with a
+    neighbour's words. The rule leaving out words in over half of the memories counts the first;
+    BM25's n (its idf, at the floor here) the second."""
+    from memoir.memory.store import Edit
+
+    store = await Store.open(tmp_path / "half.db")
+    try:
+        texts = [f"Ava went to market number {i}" if i % 2 == 0 else f"Bob read book number {i}" for i in range(200)]
+        await store.apply("ava", [Edit("add", memory=t) for t in [*texts, "Ava tried pottery in Lisbon"]])
+        assert await store.sync_index("ava")
+        with sqlite3.connect(store.path) as db:
+            stats = keyword_index.stats(db, "ava", None)
+            keyword_index.count_matches(db, stats, ["market", "potteri", "book"])
+            assert stats.cap == 101
+            assert stats.matches == {"market": 100, "potteri": 1, "book": 100}
+            assert stats.expanded_matches == {"market": 101, "potteri": 2, "book": 101}  # stopped at the cap
+            assert keyword_index.ranked_words(stats, ["market", "potteri"]) == ["market", "potteri"]  # 100 of 201: kept
+            assert keyword_index.idf(stats, "market") == 1e-6
+    finally:
+        await store.close()
