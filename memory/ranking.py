@@ -197,14 +197,14 @@ keeping the words in over half the memories (the user's own name) at a low weigh
 whitening the vectors (with shrinkage 0.1-3): semantic alone 47.8-52.7 on turns, but the
 recipe 74.9-76.8 / 66.3-69.7.
 
-Fourth round: step 4, the neighbour document expansion, is in the product (branch ``docexp``;
-memory/keyword_index.py :data:`NEIGHBOUR_WEIGHT` 0.1, window 1, not in the length). BM25's n
-counts the memories indexed with a word (own or a neighbour's); the common-word rule and
-relevance's coverage count the memories holding it themselves. Through the MCP tools
-(bench/retrieval.py, categories 1-4, hit@1 / hit@5 / hit@10, ``--min-relevance 0``):
+The neighbour document expansion alone, on the third round (memory/keyword_index.py
+:data:`NEIGHBOUR_WEIGHT` 0.1, window 1, not in the length; BM25's n counts the memories indexed
+with a word, own or a neighbour's; the common-word rule and relevance's coverage count the
+memories holding it themselves), through the MCP tools (bench/retrieval.py, categories 1-4,
+hit@1 / hit@5 / hit@10, ``--min-relevance 0``):
 
 =============  ========  =======================  =======================
-store          method    stack                    docexp
+store          method    third round              with the expansion
 =============  ========  =======================  =======================
 turns          keyword   41.3 / 63.7 / 68.9       41.8 / 68.1 / 77.8
 turns          hybrid    45.7 / 79.4 / 86.4       48.6 / **79.9** / 87.2
@@ -220,8 +220,8 @@ product's drops words no memory holds first, and ranks by "John" alone. At idf's
 scores differ by ~1e-8, from how many of a memory's neighbours also say "John" (without the
 expansion they tie), and the keyword list's min-max scaling in :func:`fuse` makes that a full
 signal. The same happens in any store where every query word is common (3 memories that all
-say "Ava" and "ski": tests/test_relevance.py). The bar of 72 on observations is still NOT met
-(275 of 383). Cost: 2.7 times the postings (bench/scale.py's 10,000 facts: 205,000 rows, 76,000
+say "Ava" and "ski": tests/test_relevance.py). Alone it left observations at 275 of 383 (the
+subject signal and respelling make it 278). Cost: 2.7 times the postings (bench/scale.py's 10,000 facts: 205,000 rows, 76,000
 of them a memory's own words); keyword p50 at 10,000 memories over stdio 2.5-2.7 -> 3.6-3.8 ms
 (in-process 2.4 -> 3.3; alternating runs, load average 1.1-2.6); an add re-indexes its
 predecessor too, so the first search after it applies ~16 statements instead of ~8 (PostgreSQL:
