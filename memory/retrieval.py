@@ -205,13 +205,14 @@ class Retriever:
         # memory/ranking.py). Neighbours' words are counted a batch of candidates at a time: a
         # search usually stops within the first.
         in_list = {m for m, _ in keyword}
-        covered = await self._coverage(user_id, query, sorted(in_list))
+        covered: dict[str, float] = {}
         rel: dict[str, float] = {}
         kept: list[tuple[str, float]] = []
         for start in range(0, len(fused), _RELEVANCE_BATCH):
             batch = fused[start : start + _RELEVANCE_BATCH]
             beside = {m: timeline.neighbours(m) for m, _ in batch}
-            uncounted = sorted({n for ns in beside.values() for n in ns} - covered.keys())
+            # The first batch's read also takes the keyword hits' own words: one trip.
+            uncounted = sorted(({n for ns in beside.values() for n in ns} | (in_list if not start else set())) - covered.keys())
             covered.update(dict.fromkeys(uncounted, 0.0) | await self._coverage(user_id, query, uncounted))
             for m, score in batch:
                 rel[m] = relevance(

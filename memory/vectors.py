@@ -244,12 +244,18 @@ class UserVectors:
         if not names:
             return set()
         found = set()
+        verdicts: dict[tuple[str, ...], bool] = {}  # candidates share a few subjects: judge each once
         for m in memory_ids:
             row = self.rows.get(m)
-            if row is not None and row < len(self.row_subject):
-                subject = subjects.subject_of(self.row_subject[row], self.capitalised, self.lower)
-                if subjects.about_others(subject, names):
-                    found.add(m)
+            if row is None or row >= len(self.row_subject) or not self.row_subject[row]:
+                continue
+            words = self.row_subject[row]
+            verdict = verdicts.get(words)
+            if verdict is None:
+                subject = subjects.subject_of(words, self.capitalised, self.lower)
+                verdict = verdicts[words] = subjects.about_others(subject, names)
+            if verdict:
+                found.add(m)
         return found
 
     def expansion(self, query: str) -> QueryExpansion:
