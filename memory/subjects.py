@@ -39,14 +39,13 @@ def _bare(word: str) -> str:
 def case_words(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """The words of `text` written capitalised and those written in lower case, case-folded,
     possessives stripped ("Ava's" counts as "ava" capitalised). Words of one letter are left out."""
-    capitalised: set[str] = set()
-    lower: set[str] = set()
-    for word in _WORD.findall(text):
-        bare = _bare(word)
-        if len(bare) < 2:
-            continue
-        (capitalised if bare[0].isupper() else lower).add(bare.casefold())
-    return frozenset(capitalised), frozenset(lower)
+    # Every memory of a user passes here when the user's vectors load: comprehensions, and the
+    # possessive stripped only from words that have one (18 -> 7 us a LoCoMo turn).
+    words = [_bare(w) if "'" in w or "\u2019" in w else w for w in _WORD.findall(text)]
+    return (
+        frozenset(w.casefold() for w in words if len(w) > 1 and w[0].isupper()),
+        frozenset(w.casefold() for w in words if len(w) > 1 and not w[0].isupper()),
+    )
 
 
 def subject_words(text: str) -> tuple[str, ...]:
