@@ -1,5 +1,7 @@
-"""Who a memory is about (memory/subjects.py) and misspelt query words (memory/spelling.py): the
-rules alone, then through hybrid search over the MCP tools in both protocol eras."""
+"""The fourth round of ranking (issue 13, part 6): who a memory is about (memory/subjects.py),
+misspelt query words (memory/spelling.py) and memories found by their neighbours' words
+(memory/keyword_index.py) -- the rules alone, then through search over the MCP tools in both
+protocol eras."""
 
 from __future__ import annotations
 
@@ -120,3 +122,19 @@ async def test_hybrids_keyword_side_respells_only_unknown_words(tmp_path) -> Non
         assert [m for m, _ in found][:1] == [pursue.memory_id]  # its neighbour follows (memory/keyword_index.py)
     finally:
         await store.close()
+
+
+async def test_a_memory_is_found_by_the_words_of_the_memories_written_beside_it(client: Client) -> None:
+    """Neighbour document expansion (memory/keyword_index.py) through the tools: "when did she
+    move" finds the memory that says when, written right after the one that says where."""
+    lisbon, may, *_ = await _add(
+        client,
+        "Ava moved to Lisbon with her partner.",
+        "It happened in May 2024, right after the wedding.",
+        "Ava's favourite dish is grilled sardines.",
+        "Ava plays padel on Sundays.",
+    )
+    found = await call(client, "search_memories", query="Lisbon", user_id="ava", retrieval_method="keyword", min_relevance=0)
+    ranked = [m["memory_id"] for m in found["results"]]
+    assert ranked[:2] == [lisbon, may]  # the holder first, then its neighbour
+    assert found["results"][1]["score"] < found["results"][0]["score"]
