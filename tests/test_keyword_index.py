@@ -86,16 +86,6 @@ def reference_bm25(docs: list[tuple[str, list[str]]], query: str, k1: float, b: 
         scores.append(score)
     return sorted(scores)
 
-DOCS = st.lists(
-    st.tuples(
-        st.lists(st.sampled_from(WORDS + ["the", "to", "and"]), min_size=1, max_size=12).map(" ".join),
-        st.lists(st.sampled_from(WORDS), max_size=3, unique=True),
-    ),
-    min_size=1, max_size=25,
-)
-OTHERS = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), max_size=30)
-QUERY = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
-
 
 _RUNS = itertools.count()  # one database per example (hypothesis may run an example again)
 
