@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_locomo  # noqa: E402
 from locomo_research import embed_cached, embeddings, ranking, topn  # noqa: E402
 
-from memoir.memory import spelling, subjects  # noqa: E402
+from memoir.memory.vectors import UserVectors  # noqa: E402
 
 try:
     import Stemmer  # PyStemmer, what the new keyword engine uses
@@ -449,48 +449,28 @@ def fuse_general(q: Q, lists: list[tuple[list, float]], params=ranking.DEFAULT_F
 
 
 # --------------------------------------------------------------------------- fourth round
-def store_names(st: Store) -> tuple[dict[str, int], dict[str, int], list[tuple[str, ...]]]:
-    """The product's counts for the subject signal (memory/subjects.py, as memory/vectors.py
-    keeps them): memories writing each word capitalised / in lower case, each memory's subject words."""
-    if "names" not in st.extra:
-        cap: dict[str, int] = defaultdict(int)
-        low: dict[str, int] = defaultdict(int)
-        subj = []
-        for t in st.texts:
-            body = embeddings.embedding_text(t)
-            c, lw = subjects.case_words(body)
-            for w in c:
-                cap[w] += 1
-            for w in lw:
-                low[w] += 1
-            subj.append(subjects.subject_words(body))
-        st.extra["names"] = (dict(cap), dict(low), subj)
-    return st.extra["names"]
+def product_vectors(st: Store) -> UserVectors:
+    """The store as the product keeps a user's vectors (memory/vectors.py): its names, subjects
+    and vocabulary counted by the product's own code; memory ids are the indices as strings."""
+    if "vectors" not in st.extra:
+        st.extra["vectors"] = UserVectors.build([str(i) for i in range(st.N)], st.vec, texts=st.texts)
+    return st.extra["vectors"]
 
 
 def about_others(q: Q, candidates) -> set[int]:
     """The candidates whose subject is only people the question does not name (the product's rule)."""
-    cap, low, subj = store_names(q.store)
-    names = subjects.query_names(q.text, cap, low)
-    return {i for i in candidates if subjects.about_others(subjects.subject_of(subj[i], cap, low), names)}
+    vectors = product_vectors(q.store)
+    return {int(m) for m in vectors.about_others((str(i) for i in candidates), vectors.query_names(q.text))}
 
 
 def respelt(q: Q, weights: dict[str, float]) -> dict[str, float]:
     """The product's respelling (memory/spelling.py) of the terms no memory holds, at weight 1."""
-    st = q.store
-    if "vocab_list" not in st.extra:
-        st.extra["vocab_list"] = sorted({w for t in st.texts for w in ranking.vocabulary(_TOK.findall(_fold(t)))})
-    vocab = st.extra["vocab_list"]
     out = dict(weights)
     for t in q.terms:
         stems = tokens(t)
-        if len(stems) != 1 or stems[0] in st.postings:
-            continue
-        word = _TOK.findall(_fold(t))[0]
-        if word in st.extra.setdefault("vocab_set", set(vocab)):
-            continue
-        for w in spelling.respellings(word, vocab):
-            out.setdefault(tokens(w)[0], 1.0)
+        if len(stems) == 1 and stems[0] not in q.store.postings:
+            for stem in product_vectors(q.store).respellings(t):
+                out.setdefault(stem, 1.0)
     return out
 
 

@@ -28,6 +28,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import anyio
 import numpy as np
@@ -72,17 +73,14 @@ class UserVectors:
     # The mean of the live rows and every row's dot product with it (`centre`), or None until
     # the next search needs them: any change of the rows or of which are live resets it.
     _centre: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    # The user's vocabulary (respelling, memory/spelling.py): each row's words, how many live
-    # memories hold each word, and the words as a list, kept until a word enters or leaves.
-    row_words: list[tuple[str, ...]] = field(default_factory=list, repr=False)
+    # What each row's text says (`RowText`), and over the live rows: how many memories hold each
+    # word (the vocabulary, for respelling: memory/spelling.py; `_words` lists it, until a row
+    # changes) and write it capitalised / in lower case (names, for subjects: memory/subjects.py).
+    row_text: list[RowText] = field(default_factory=list, repr=False)
     word_count: dict[str, int] = field(default_factory=dict, repr=False)
     _words: list[str] | None = field(default=None, repr=False)
-    # Who the memories are about (memory/subjects.py): how many live memories write each word
-    # capitalised / in lower case, and each row's (capitalised, lower-case) words and subject words.
     capitalised: dict[str, int] = field(default_factory=dict, repr=False)
     lower: dict[str, int] = field(default_factory=dict, repr=False)
-    row_case: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list, repr=False)
-    row_subject: list[tuple[str, ...]] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(
@@ -100,13 +98,11 @@ class UserVectors:
         retired_rows = np.zeros(capacity, dtype=bool)
         retired_rows[[rows[m] for m in retired or () if m in rows]] = True
         built = cls(list(memory_ids), full, alive, rows, n, set(questions or ()), retired_rows)
-        built.row_words = [built._count_words(text, +1) for text in texts] if texts is not None else [()] * n
-        built.row_case = [built._count_case(text) for text in texts] if texts is not None else [_NO_CASE] * n
-        built.row_subject = [_subject(text) for text in texts] if texts is not None else [()] * n
+        built.row_text = [built._count(text) for text in texts] if texts is not None else [NO_TEXT] * n
         return built
 
     def append(self, memory_id: str, vector: np.ndarray, question: bool = False, text: str | None = None) -> None:
-        """`text`: the memory's, for the vocabulary (None: no words)."""
+        """`text`: the memory's, for its words and subject (None: none)."""
         if self.replace(memory_id, vector, question, text):  # already loaded from the database meanwhile
             return
         if self.size == len(self.matrix):
@@ -123,9 +119,7 @@ class UserVectors:
         self.retired[self.size] = False
         self.rows[memory_id] = self.size
         self.memory_ids.append(memory_id)
-        self.row_words[self.size :] = [self._count_words(text, +1)]
-        self.row_case[self.size :] = [self._count_case(text)]
-        self.row_subject[self.size :] = [_subject(text)]
+        self.row_text[self.size :] = [self._count(text)]
         self.size += 1
         self._mark(memory_id, question)
 
@@ -135,10 +129,8 @@ class UserVectors:
             return False
         self.matrix[row] = vector
         self._centre = None
-        self._uncount_row(row)
-        self.row_words[row] = self._count_words(text, +1)
-        self.row_case[row] = self._count_case(text)
-        self.row_subject[row] = _subject(text)
+        self._uncount(row)
+        self.row_text[row] = self._count(text)
         self._mark(memory_id, question)
         return True
 
@@ -149,7 +141,7 @@ class UserVectors:
             self.alive[row] = False
             self.retired[row] = False
             self._centre = None
-            self._uncount_row(row)
+            self._uncount(row)
 
     def retire(self, memory_id: str, retired: bool) -> bool:
         """Mark a memory superseded (or current again); False if it is not among the rows."""
@@ -201,43 +193,23 @@ class UserVectors:
         raw /= q_norm
         return raw
 
-    # -- the vocabulary (respelling, memory/spelling.py) --
+    # -- each row's words: the vocabulary and the names --
 
-    def _count_words(self, text: str | None, step: int) -> tuple[str, ...]:
-        if not text:
-            return ()
-        words = tuple(sys.intern(w) for w in text_words(text))  # one string per word, not per row
-        for w in words:
-            before = self.word_count.get(w, 0)
-            self.word_count[w] = before + step
-            if before == 0:
-                self._words = None
-        return words
+    def _count(self, text: str | None) -> RowText:
+        said = row_text(text)
+        _tally(self.word_count, said.words, +1)
+        _tally(self.capitalised, said.capitalised, +1)
+        _tally(self.lower, said.lower, +1)
+        self._words = None
+        return said
 
-    def _uncount_row(self, row: int) -> None:
-        if row < len(self.row_case):
-            capitalised, lower = self.row_case[row]
-            _tally(self.capitalised, capitalised, -1)
-            _tally(self.lower, lower, -1)
-            self.row_case[row] = _NO_CASE
-        if row >= len(self.row_words):
-            return
-        for w in self.row_words[row]:
-            left = self.word_count.get(w, 0) - 1
-            if left > 0:
-                self.word_count[w] = left
-            else:
-                self.word_count.pop(w, None)
-                self._words = None
-        self.row_words[row] = ()
-
-    def _count_case(self, text: str | None) -> tuple[frozenset[str], frozenset[str]]:
-        if not text:
-            return _NO_CASE
-        capitalised, lower = subjects.case_words(embedding_text(text))
-        _tally(self.capitalised, capitalised, +1)
-        _tally(self.lower, lower, +1)
-        return capitalised, lower
+    def _uncount(self, row: int) -> None:
+        said = self.row_text[row]
+        _tally(self.word_count, said.words, -1)
+        _tally(self.capitalised, said.capitalised, -1)
+        _tally(self.lower, said.lower, -1)
+        self.row_text[row] = NO_TEXT
+        self._words = None
 
     # -- who the memories are about (memory/subjects.py) --
 
@@ -253,9 +225,9 @@ class UserVectors:
         verdicts: dict[tuple[str, ...], bool] = {}  # candidates share a few subjects: judge each once
         for m in memory_ids:
             row = self.rows.get(m)
-            if row is None or row >= len(self.row_subject) or not self.row_subject[row]:
+            words = self.row_text[row].subject if row is not None else ()
+            if not words:
                 continue
-            words = self.row_subject[row]
             verdict = verdicts.get(words)
             if verdict is None:
                 subject = subjects.subject_of(words, self.capitalised, self.lower)
@@ -297,11 +269,25 @@ class UserVectors:
         return self.rows
 
 
-_NO_CASE: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+class RowText(NamedTuple):
+    """What a memory's text says to hybrid search beyond its vector."""
+
+    words: tuple[str, ...]  # its vocabulary words (`text_words`), for respelling
+    capitalised: frozenset[str]  # its words written capitalised / in lower case (names)
+    lower: frozenset[str]
+    subject: tuple[str, ...]  # who it may be about (memory/subjects.py `subject_words`)
 
 
-def _subject(text: str | None) -> tuple[str, ...]:
-    return subjects.subject_words(embedding_text(text)) if text else ()
+NO_TEXT = RowText((), frozenset(), frozenset(), ())
+
+
+def row_text(text: str | None) -> RowText:
+    if not text:
+        return NO_TEXT
+    body = embedding_text(text)  # as the memory is embedded: without a leading [tag]
+    capitalised, lower = subjects.case_words(body)
+    # One string per word across the rows (interned), not one per row.
+    return RowText(tuple(sys.intern(w) for w in text_words(text)), capitalised, lower, subjects.subject_words(body))
 
 
 def _tally(counts: dict[str, int], words: Iterable[str], step: int) -> None:
