@@ -53,12 +53,14 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import Stemmer
+
+from .backends import in_lists
 
 K1 = 0.2  # BM25's term-frequency saturation (FTS5: 1.2); memory/ranking.py, "third round"
 B = 0.0  # BM25's length normalisation (FTS5: 0.75): none
@@ -136,7 +138,7 @@ def expanded(own: Document, neighbours: Iterable[Document]) -> dict[str, float]:
 
 # -- writing ---------------------------------------------------------------------------------
 
-_CHUNK = 500  # ids per IN (...) list
+_BATCH = 500  # memories re-indexed at a time: a rebuild's 100,000 are not all in memory at once
 
 # "Which of these ids are the user's memories", written so that they are looked up by id: with
 # `user_id = ?`, PostgreSQL read every memory of the user through the (user_id, created_at, id)
@@ -173,9 +175,9 @@ def apply_pending(db: Any, user_id: str) -> None:
         uid = int(existing[0]) if existing is not None else _new_user(db, user_id)
         timeline = _Timeline(db, user_id)
         docs = _affected(db, uid, timeline, list(latest))
-        for start in range(0, len(docs), _CHUNK):  # a rebuild's 100,000 memories: not all in memory at once
-            _remove(db, docs[start : start + _CHUNK], owner=uid)
-            _add(db, uid, timeline, docs[start : start + _CHUNK])
+        for start in range(0, len(docs), _BATCH):
+            _remove(db, docs[start : start + _BATCH], owner=uid)
+            _add(db, uid, timeline, docs[start : start + _BATCH])
     db.execute("DELETE FROM fts_pending WHERE user_id = ? AND seq <= ?", (user_id, pending[-1][0]))
 
 
@@ -204,12 +206,6 @@ def _new_user(db: Any, user_id: str) -> int:
     ).fetchone()[0])
 
 
-def _chunks(ids: Sequence[int]) -> Iterator[tuple[list[int], str]]:
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
-        yield chunk, ", ".join("?" * len(chunk))
-
-
 class _Timeline:
     """One user's timeline as a re-index asks it: the memories on either side of a place, read
     from the memories table one place at a time and kept for the rest of the transaction (a
@@ -234,7 +230,7 @@ def _affected(db: Any, uid: int, timeline: _Timeline, changed: list[int]) -> lis
     of each one's place in the index (where it was: a deleted memory's former neighbours) and in
     the memories table (where it is: a new memory's neighbours)."""
     places: set[tuple[str, int]] = set()
-    for chunk, marks in _chunks(changed):
+    for chunk, marks in in_lists(changed):
         places.update(
             (at, int(doc))
             for doc, at in db.execute(f"SELECT doc, at FROM keyword_docs WHERE uid = ? AND doc IN ({marks})", (uid, *chunk))
@@ -259,7 +255,7 @@ def _remove(db: Any, docs: Sequence[int], *, owner: int) -> None:
     memories around it are queued for them: their neighbour changed, and only this row said where
     it was."""
     rows = []
-    for chunk, marks in _chunks(docs):
+    for chunk, marks in in_lists(docs):
         rows += db.execute(f"SELECT doc, uid, length, terms, at FROM keyword_docs WHERE doc IN ({marks})", chunk).fetchall()
     removed: list[tuple[int, int, int, str]] = []
     for doc, uid, length, terms, at in rows:
@@ -316,7 +312,7 @@ def _add(db: Any, uid: int, timeline: _Timeline, docs: Sequence[int]) -> None:
 def _texts(db: Any, user_id: str, docs: Sequence[int]) -> dict[int, tuple[str, Document]]:
     """Those of `docs` that are the user's memories: their created_at and own words."""
     out: dict[int, tuple[str, Document]] = {}
-    for chunk, marks in _chunks(docs):
+    for chunk, marks in in_lists(docs):
         for doc, at, memory, topics in db.execute(
             f"SELECT id, created_at, memory, topics FROM memories WHERE id IN ({marks}) AND {_BY_ID_OF_USER}", (*chunk, user_id)
         ):

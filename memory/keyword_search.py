@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keyword_index
+from .backends import in_lists
 from .keyword_index import IndexStats
 from .ranking import QueryExpansion, expand_query
 
@@ -101,9 +102,7 @@ def term_matches(
     counts = {t: min((stats.matches[w] for w in ws), default=0) for t, ws in by_term.items()}
     if memory_ids:
         doc_of: dict[int, str] = {}
-        for start in range(0, len(memory_ids), 500):
-            chunk = memory_ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in in_lists(memory_ids):
             doc_of.update(
                 (int(r[0]), r[1]) for r in db.execute(f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
             )

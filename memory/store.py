@@ -20,7 +20,7 @@ import base64
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -34,7 +34,7 @@ from .errors import CannotUndo, DatabaseFileGone, EventNotFound, InvalidArgument
 from .limits import Limits, format_time, now, parse_time
 from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMemory
 from . import keyword_index, keyword_search
-from .backends import backend_for
+from .backends import backend_for, in_lists
 from .keyword_index import IndexStats
 from .ranking import QueryExpansion, query_terms
 from .secrets import SecretsPolicy
@@ -731,7 +731,7 @@ class Store:
         """The user's memories among `ranked` `(memory_id, score)`, in that order, with those scores
         (others' and unknown ids are left out)."""
         rows: dict[str, sqlite3.Row] = {}
-        for chunk, marks in _id_chunks([m for m, _ in ranked]):
+        for chunk, marks in in_lists([m for m, _ in ranked]):
             # `m.user_id || ''`: look the ids up by their unique index; SQLite otherwise chose the
             # (user_id, created_at) index and read every memory of the user (1.3 ms at 10,000).
             rows.update(
@@ -747,7 +747,7 @@ class Store:
     async def rowids(self, memory_ids: Sequence[str]) -> dict[str, int]:
         """Internal row ids (the key of side tables such as embeddings) of existing memories."""
         out: dict[str, int] = {}
-        for chunk, marks in _id_chunks(memory_ids):
+        for chunk, marks in in_lists(memory_ids):
             rows = await _fetchall(self._writer, f"SELECT id, memory_id FROM memories WHERE memory_id IN ({marks})", chunk)
             out.update((r["memory_id"], r["id"]) for r in rows)
         return out
@@ -1151,14 +1151,6 @@ def _same(current: Memory | None, recorded: Memory) -> bool:
         and current.topics == recorded.topics
         and current.updated_at == recorded.updated_at
     )
-
-
-def _id_chunks(ids: Sequence[str], size: int = 500) -> Iterable[tuple[list[str], str]]:
-    """`ids` in chunks small enough for one `IN (...)`, each with its placeholders."""
-    ids = list(ids)
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
-        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _new_memory_id() -> str:

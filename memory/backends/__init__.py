@@ -7,12 +7,17 @@ the "has anyone else written?" token, health checks, and the file checks of a lo
 - `sqlite.SQLiteBackend`: a file path (or ":memory:"), over aiosqlite.
 - `postgres.PostgresBackend`: a `postgresql://` (or `postgres://`) URL, over psycopg 3
   (memory/postgres.py gives it aiosqlite's surface).
+
+`in_lists` cuts lists of ids into `IN (...)` lists that either database takes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -30,6 +35,13 @@ def backend_for(location: str | Path) -> Any:
     from .sqlite import SQLiteBackend
 
     return SQLiteBackend(str(location))
+
+
+def in_lists(ids: Sequence[T], size: int = 500) -> Iterator[tuple[list[T], str]]:
+    """`ids` in chunks small enough for one `IN (...)` on either backend, each with its `?`s."""
+    for start in range(0, len(ids), size):
+        chunk = list(ids[start : start + size])
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def redacted(location: str | Path) -> str:
