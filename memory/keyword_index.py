@@ -454,19 +454,18 @@ def problems(db: Any) -> list[str]:
     `memoir doctor` and the tests."""
     found: list[str] = []
     for uid, user_id, docs, tokens in db.execute("SELECT uid, user_id, docs, tokens FROM keyword_users").fetchall():
-        n, total = db.execute("SELECT count(*), coalesce(sum(length), 0) FROM keyword_docs WHERE uid = ?", (uid,)).fetchone()
+        # Each of the user's index rows read once, for every check below.
+        doc_rows = db.execute("SELECT doc, length, terms, at FROM keyword_docs WHERE uid = ?", (uid,)).fetchall()
+        posting_rows = db.execute("SELECT doc, term, tf, own, len FROM keyword_postings WHERE uid = ?", (uid,)).fetchall()
+        n, total = len(doc_rows), sum(int(length) for _, length, _, _ in doc_rows)
         if (n, total) != (docs, tokens):
             found.append(f"user {user_id!r}: counts {docs} memories / {tokens} tokens, rows say {n} / {total}")
-        postings = {(doc, term) for doc, term in db.execute("SELECT doc, term FROM keyword_postings WHERE uid = ?", (uid,))}
-        listed = {
-            (doc, term)
-            for doc, terms in db.execute("SELECT doc, terms FROM keyword_docs WHERE uid = ?", (uid,))
-            for term in terms.split()
-        }
+        postings = {(doc, term) for doc, term, *_ in posting_rows}
+        listed = {(doc, term) for doc, _, terms, _ in doc_rows for term in terms.split()}
         if postings != listed:
             found.append(f"user {user_id!r}: {len(postings ^ listed)} postings differ from their memories' words")
         if db.execute("SELECT 1 FROM fts_pending WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is None:
-            expected, indexed = _as_memories_say(db, user_id), _as_indexed(db, uid)
+            expected, indexed = _as_memories_say(db, user_id), _as_indexed(doc_rows, posting_rows)
             if set(expected) != set(indexed):
                 found.append(f"user {user_id!r}: {len(set(expected) ^ set(indexed))} memories indexed wrongly or not at all")
             if wrong := sum(1 for doc in set(expected) & set(indexed) if not _same(expected[doc], indexed[doc])):
@@ -490,11 +489,9 @@ def _as_memories_say(db: Any, user_id: str) -> dict[int, _Indexed]:
     return out
 
 
-def _as_indexed(db: Any, uid: int) -> dict[int, _Indexed]:
-    out: dict[int, _Indexed] = {
-        int(doc): (at, int(length), {}) for doc, at, length in db.execute("SELECT doc, at, length FROM keyword_docs WHERE uid = ?", (uid,))
-    }
-    for doc, term, tf, own, length in db.execute("SELECT doc, term, tf, own, len FROM keyword_postings WHERE uid = ?", (uid,)):
+def _as_indexed(doc_rows: Sequence[Any], posting_rows: Sequence[Any]) -> dict[int, _Indexed]:
+    out: dict[int, _Indexed] = {int(doc): (at, int(length), {}) for doc, length, _, at in doc_rows}
+    for doc, term, tf, own, length in posting_rows:
         if int(doc) in out:
             out[int(doc)][2][term] = (float(tf), float(own), int(length))
     return out
