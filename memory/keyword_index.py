@@ -384,19 +384,24 @@ def ranked_words(stats: IndexStats, words_: Sequence[str]) -> list[str]:
     A word repeated (two query terms of one stem: "ski skiing") is kept twice and counts twice,
     as two FTS5 phrases that match the same words did."""
     held = [w for w in words_ if stats.matches.get(w)]
-    half = stats.size // 2
-    if len(held) < 2 or half < 50:  # a small store: scoring everything is cheap anyway
+    if len(held) < 2:
         return held
-    kept = [w for w in held if stats.matches[w] <= half]
+    kept = [w for w in held if not _too_common(stats, w)]
     return kept or held
 
 
 def rankable(stats: IndexStats, word: str) -> bool:
     """Whether a word added to a query (a respelling) is ranked by: held by some of the
-    user's memories and, as `ranked_words` keeps words beside rarer ones, by at most half of them
-    in a store of 100 or more (counted: `count_matches`)."""
-    n = stats.matches.get(word, 0)
-    return n > 0 and (stats.size // 2 < 50 or n <= stats.size // 2)
+    user's memories and, as `ranked_words` keeps words beside rarer ones, not too common
+    (counted: `count_matches`)."""
+    return bool(stats.matches.get(word)) and not _too_common(stats, word)
+
+
+def _too_common(stats: IndexStats, word: str) -> bool:
+    """Held by over half of the user's memories, in a store of 100 or more (in a small store,
+    scoring everything is cheap anyway)."""
+    half = stats.size // 2
+    return half >= 50 and stats.matches.get(word, 0) > half
 
 
 def bm25_sql(n_words: int) -> str:
