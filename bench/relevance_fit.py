@@ -79,7 +79,7 @@ class Conversation:
         qv = (await self.vectors.embed([query]))[0]
         ids = {m for order in orders.values() for m in order}
         beside = {i: timeline.neighbours(i) for i in ids}
-        keyword = [m for m, _ in await self.store.keyword_ranked(USER, query, limit=ranking.CANDIDATES, expansion=timeline.expansion(query))]
+        keyword = [m for m, _ in await self.store.keyword_ranked(USER, query, limit=ranking.CANDIDATES, respelled=timeline.respelled(query))]
         covered = await self.retriever._coverage(USER, query, sorted(ids | set(keyword) | {n for ns in beside.values() for n in ns}))
         in_list = set(keyword)  # hybrid's coverage is 0 outside its keyword list, as in the product
         return {"kind": kind, "orders": orders,

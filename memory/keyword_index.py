@@ -30,7 +30,7 @@ memory's length being all its tokens (text and topics, stop words included) -- b
 k1 = 0.2 and b = 0 (:data:`K1`, :data:`B`) where FTS5 has 1.2 and 0.75: a word's repeats count
 little and a memory's length not at all. With 1.2 / 0.75 the ranking is FTS5's exactly
 (tests/test_keyword_index.py); why 0.2 / 0 is in memory/ranking.py ("Stores of facts, third
-round"). A query word may carry a weight (hybrid's respellings, memory/spelling.py), which multiplies its idf.
+round").
 
 Neighbour document expansion: a memory is indexed with the words of the memories just before and
 after it in its user's timeline (all the user's memories, superseded ones too, by (created_at,
@@ -420,11 +420,10 @@ def bm25_sql(n_words: int) -> str:
     )
 
 
-def bm25_params(stats: IndexStats, words_: Sequence[str], weights: dict[str, float] | None = None) -> list[Any]:
-    """`weights`: a query word's weight (1 when absent), multiplying its idf."""
+def bm25_params(stats: IndexStats, words_: Sequence[str]) -> list[Any]:
     params: list[Any] = []
     for w in words_:
-        params += [w, idf(stats, w) * (weights or {}).get(w, 1.0)]
+        params += [w, idf(stats, w)]
     average = [stats.tokens / stats.size if stats.size else 1.0] if B else []
     return [*params, *average, stats.uid]
 

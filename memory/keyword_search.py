@@ -8,14 +8,13 @@ is reused while it holds.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import keyword_index
 from .backends import in_lists
 from .keyword_index import IndexStats
-from .ranking import QueryExpansion, expand_query
 
 
 @dataclass
@@ -33,12 +32,12 @@ def has_pending(db: sqlite3.Connection, user_id: str) -> bool:
 def read(
     db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], columns: str, limit: int,
     where: str, params: list[Any], stats: IndexStats | None, check_pending: bool, without_retired: bool,
-    expansion: QueryExpansion | None = None,
+    respelled: Mapping[str, Sequence[str]] | None = None,
 ) -> KeywordRead:
     """The user's best `limit` keyword matches for `terms` (BM25 over text and topics, with the
     user's statistics); `without_retired`: leaving out superseded memories (when `where`, which
-    then says which memories are valid, is empty); `expansion`: hybrid's additions to the query
-    (memory/ranking.py `expand_query`): respellings of the terms no memory holds.
+    then says which memories are valid, is empty); `respelled`: hybrid's respellings of query
+    terms (memory/spelling.py), whose index words join the query when no memory holds the term.
     `state(db)`: the backend's token for the database's state as this connection sees it (it
     moves when any connection commits)."""
     version = state(db)
@@ -54,17 +53,13 @@ def read(
     keyword_index.count_matches(db, stats, wanted)
     ranked = keyword_index.ranked_words(stats, wanted)
     unmatched = [t for t, ws in by_term.items() if ws and not any(stats.matches.get(w) for w in ws)]
-    if not ranked and not (expansion and unmatched):
+    if respelled and unmatched:
+        added = list(dict.fromkeys(w for t in unmatched for w in respelled.get(t, ()) if w not in wanted))
+        keyword_index.count_matches(db, stats, added)
+        ranked = [*ranked, *(w for w in added if keyword_index.rankable(stats, w))]
+    if not ranked:
         return KeywordRead(stats=stats)
-    weights: dict[str, float] | None = None
-    if expansion and unmatched:
-        weights = expand_query(wanted, expansion, unmatched)
-        keyword_index.count_matches(db, stats, list(weights))
-        weights = {w: x for w, x in weights.items() if keyword_index.rankable(stats, w)}
-        ranked = [*ranked, *weights]
-        if not ranked:
-            return KeywordRead(stats=stats)
-    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked, weights)
+    scores, scores_params = keyword_index.bm25_sql(len(ranked)), keyword_index.bm25_params(stats, ranked)
     if where:  # a filter is on memories' columns: filter every match, then keep the best
         sql = (
             f"SELECT {columns}, k.score FROM ({scores}) AS k JOIN memories m ON m.id = k.doc"

@@ -383,7 +383,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Collection, Iterable, Mapping, Sequence
 
 __all__ = [
@@ -395,9 +395,6 @@ __all__ = [
     "DEFAULT_FUSE",
     "CANDIDATES",
     "vocabulary",
-    "QueryExpansion",
-    "RESPELLING_WEIGHT",
-    "expand_query",
     "fuse",
     "is_question",
     "DEFAULT_MIN_RELEVANCE",
@@ -409,8 +406,6 @@ __all__ = [
 #: How many hits the store should take from each of the keyword and semantic rankings.
 CANDIDATES = 100
 
-#: A respelt word (memory/spelling.py) stands for the word meant: a query word of full weight.
-RESPELLING_WEIGHT = 1.0
 
 #: English stop words (the common NLTK-style list plus contraction fragments: "s", "t", "ll"...).
 STOP_WORDS: frozenset[str] = frozenset(
@@ -494,29 +489,6 @@ def vocabulary(words: Iterable[str]) -> list[str]:
     words (memory/keyword_index.py `surface_words`): 3 characters or more, not a number, not a
     stop word; each once, in first-seen order."""
     return list(dict.fromkeys(w for w in words if len(w) >= 3 and not w.isdigit() and w not in STOP_WORDS))
-
-
-@dataclass(frozen=True)
-class QueryExpansion:
-    """What hybrid adds to a keyword query: ``respelled``, per query term that may be misspelt,
-    the index words of the user's words it may stand for (memory/vectors.py
-    ``UserVectors.respellings``, memory/spelling.py)."""
-
-    respelled: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
-def expand_query(
-    query_words: Collection[str], expansion: QueryExpansion, unmatched: Collection[str]
-) -> dict[str, float]:
-    """The index words to add to a keyword query, with their weights: each respelling of a
-    term no memory holds (``unmatched``), at :data:`RESPELLING_WEIGHT`, unless it is already one
-    of the query's own index words (``query_words``)."""
-    return {
-        word: RESPELLING_WEIGHT
-        for term in unmatched
-        for word in expansion.respelled.get(term, ())
-        if word not in query_words
-    }
 
 
 def is_question(memory: str) -> bool:

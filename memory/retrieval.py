@@ -184,7 +184,7 @@ class Retriever:
         try:
             timeline = await self.vectors.user_vectors(user_id)
             keyword = await self.store.keyword_ranked(
-                user_id, query, limit=CANDIDATES, filters=filters, expansion=timeline.expansion(query)
+                user_id, query, limit=CANDIDATES, filters=filters, respelled=timeline.respelled(query)
             )
         except BaseException:
             embedding.cancel()

@@ -20,7 +20,7 @@ import base64
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -36,7 +36,7 @@ from .models import Actor, HistoryEvent, Memory, MemoryPage, Operation, ScoredMe
 from . import keyword_index, keyword_search
 from .backends import backend_for, in_lists
 from .keyword_index import IndexStats
-from .ranking import QueryExpansion, query_terms
+from .ranking import query_terms
 from .secrets import SecretsPolicy
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -601,11 +601,11 @@ class Store:
 
     async def keyword_ranked(
         self, user_id: str, query: str, *, limit: int, filters: Filters = Filters(),
-        expansion: QueryExpansion | None = None,
+        respelled: Mapping[str, Sequence[str]] | None = None,
     ) -> list[tuple[str, float]]:
         """`keyword` as `(memory_id, score)` only: candidates for fusion, without loading memories.
-        `expansion`: what hybrid adds to the query (memory/ranking.py `expand_query`)."""
-        rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters, expansion)
+        `respelled`: hybrid's respellings of misspelt query terms (memory/spelling.py)."""
+        rows = await self._keyword_rows(user_id, query, "m.memory_id", limit, filters, respelled)
         return [(r["memory_id"], float(r["score"])) for r in rows]
 
     async def term_matches(
@@ -621,7 +621,7 @@ class Store:
 
     async def _keyword_rows(
         self, user_id: str, query: str, columns: str, limit: int, filters: Filters,
-        expansion: QueryExpansion | None = None,
+        respelled: Mapping[str, Sequence[str]] | None = None,
     ) -> list[sqlite3.Row]:
         terms = query_terms(query)
         if not terms:
@@ -637,7 +637,7 @@ class Store:
             return await _in_thread(
                 self._reader, keyword_search.read, self._backend.state,
                 user_id, terms, columns, limit, where, params, self._index_stats.get(user_id), check_pending, retired,
-                expansion,
+                respelled,
             )
 
         found = await read(check_pending=True)

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import keyword_index, spelling, subjects
 from .embeddings import Embedder, embedding_text, limit_blas_threads
-from .ranking import QueryExpansion, is_question, query_terms, vocabulary
+from .ranking import is_question, query_terms, vocabulary
 from .store import Changed, Filters, Store
 
 log = logging.getLogger("memoir.vectors")
@@ -236,10 +236,9 @@ class UserVectors:
                 found.add(m)
         return found
 
-    def expansion(self, query: str) -> QueryExpansion:
-        """What hybrid adds to the keyword query (memory/ranking.py `expand_query`)."""
-        terms = query_terms(query)
-        return QueryExpansion(respelled={t: found for t in terms if (found := self.respellings(t))})
+    def respelled(self, query: str) -> dict[str, list[str]]:
+        """The query's terms that may be misspelt, each with its respellings (`respellings`)."""
+        return {t: found for t in query_terms(query) if (found := self.respellings(t))}
 
     def respellings(self, term: str) -> list[str]:
         """For a query term that is one word nobody knows (memory/spelling.py): the index words

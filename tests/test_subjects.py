@@ -115,10 +115,10 @@ async def test_hybrids_keyword_side_respells_only_unknown_words(tmp_path) -> Non
         pursue = await store.add("ava", "Caroline wants to pursue counseling as a career.")
         await store.add("ava", "Caroline likes jazz and her child likes chili.")
         timeline = await vectors.user_vectors("ava")
-        assert timeline.expansion("persue").respelled == {"persue": ["pursu"]}
-        assert timeline.expansion("chld child pursue").respelled == {}  # short, the model's, the user's own
+        assert timeline.respelled("persue") == {"persue": ["pursu"]}
+        assert timeline.respelled("chld child pursue") == {}  # short, the model's, the user's own
         assert await store.keyword_ranked("ava", "persue", limit=5) == []
-        found = await store.keyword_ranked("ava", "persue", limit=5, expansion=timeline.expansion("persue"))
+        found = await store.keyword_ranked("ava", "persue", limit=5, respelled=timeline.respelled("persue"))
         assert [m for m, _ in found][:1] == [pursue.memory_id]  # its neighbour follows (memory/keyword_index.py)
     finally:
         await store.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memoir.memory.embeddings import load_embedder
-from memoir.memory.ranking import QueryExpansion, relevance
+from memoir.memory.ranking import relevance
 from memoir.memory.retrieval import Retriever
 from memoir.memory.store import Edit, Store
 from memoir.memory.vectors import VectorIndex
@@ -207,7 +207,7 @@ async def test_respelling_uses_the_users_own_words_in_step_with_writes(index: Re
     assert ava.respellings("soccer") == []  # the user's own word
     outcome = await index.search("ava", "soccre", method="hybrid", limit=5, min_relevance=0)
     assert [m.memory_id for m in outcome.results][:1] == [coach.memory_id]
-    keyword = await store.keyword_ranked("ava", "soccre", limit=5, expansion=QueryExpansion(respelled={"soccre": ["soccer"]}))
+    keyword = await store.keyword_ranked("ava", "soccre", limit=5, respelled={"soccre": ["soccer"]})
     assert [m for m, _ in keyword][:1] == [coach.memory_id]
     await store.delete("ava", coach.memory_id)
     await vectors.settled()
