@@ -82,10 +82,12 @@ def read(
 
 
 def term_matches(
-    db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], memory_ids: list[str], stats: IndexStats | None
+    db: sqlite3.Connection, state: Callable[[Any], Any], user_id: str, terms: list[str], memory_ids: list[str], stats: IndexStats | None,
+    respelled: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[int, dict[str, int], dict[str, set[str]]]:
     """For `Store.term_matches` (relevance's coverage); the counts the keyword search kept for this state are reused.
-    A term of several index words ("e-mail") counts as its rarest and is held when any is."""
+    A term of several index words ("e-mail") counts as its rarest and is held when any is. A
+    term no memory holds stands for its `respelled` words, as in `read`."""
     held: dict[str, set[str]] = {m: set() for m in memory_ids}
     version = state(db)
     if stats is None or stats.version != version:
@@ -94,6 +96,10 @@ def term_matches(
             return 0, {t: 0 for t in terms}, held
     by_term = keyword_index.query_words(terms)
     keyword_index.count_matches(db, stats, [w for ws in by_term.values() for w in ws])
+    for t, ws in by_term.items():
+        if respelled and respelled.get(t) and not any(stats.matches[w] for w in ws):
+            by_term[t] = list(respelled[t])
+            keyword_index.count_matches(db, stats, by_term[t])
     counts = {t: min((stats.matches[w] for w in ws), default=0) for t, ws in by_term.items()}
     if memory_ids:
         doc_of: dict[int, str] = {}

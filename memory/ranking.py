@@ -275,8 +275,11 @@ Relevance (:func:`relevance`) -- an absolute signal beside the method's own scor
     ``min_relevance`` (search_memories, ``memoir search --min-relevance``) drops results below
     it. The default :data:`DEFAULT_MIN_RELEVANCE` = 0.3, from bench/relevance.py through the MCP
     tools (tables in bench/README.md). Fourth round: hybrid hit@5 on dev turns 81.7 (82.5 with
-    no threshold), 52.6 % of other-conversation questions and 98.0 % of absent-word queries
-    answered with nothing; observations 72.6 (72.6), 44.4 %, 99.0 %. The neighbour coverage is
+    no threshold), 52.6 % of other-conversation questions and 96.7 % of absent-word queries
+    answered with nothing (98.0 % before hybrid's coverage counted a respelt word as held where
+    its respelling is, as the ranking does: a lone misspelt "persue" had relevance 0.00 beside
+    the memory it found; 4 of 300 absent words now read as a store's word); observations 72.6
+    (72.6), 44.4 %, 99.0 %. The neighbour coverage is
     what keeps that: the fourth round lifts answers that sit beside the memory holding the
     question's words ("How long have you been married?" -> "5 years already!"), which their own
     cosine and words call unrelated -- with the third round's constants turns lost 1.6 points at

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -183,8 +183,9 @@ class Retriever:
         embedding = asyncio.ensure_future(self.vectors.embed([query]))
         try:
             timeline = await self.vectors.user_vectors(user_id)
+            respelled = timeline.respelled(query)
             keyword = await self.store.keyword_ranked(
-                user_id, query, limit=CANDIDATES, filters=filters, respelled=timeline.respelled(query)
+                user_id, query, limit=CANDIDATES, filters=filters, respelled=respelled
             )
         except BaseException:
             embedding.cancel()
@@ -213,7 +214,7 @@ class Retriever:
             beside = {m: timeline.neighbours(m) for m, _ in batch}
             # The first batch's read also takes the keyword hits' own words: one trip.
             uncounted = sorted(({n for ns in beside.values() for n in ns} | (in_list if not start else set())) - covered.keys())
-            covered.update(dict.fromkeys(uncounted, 0.0) | await self._coverage(user_id, query, uncounted))
+            covered.update(dict.fromkeys(uncounted, 0.0) | await self._coverage(user_id, query, uncounted, respelled))
             for m, score in batch:
                 rel[m] = relevance(
                     cosine=timeline.cosine(m, query_vector),  # the raw cosine (the list ranks by the centred one)
@@ -226,12 +227,15 @@ class Retriever:
                         return await self._rows(user_id, kept, rel)
         return await self._rows(user_id, kept, rel)
 
-    async def _coverage(self, user_id: str, query: str, memory_ids: Sequence[str]) -> dict[str, float]:
-        """Each memory's share of the query words' weight (memory/ranking.py `coverage`)."""
+    async def _coverage(
+        self, user_id: str, query: str, memory_ids: Sequence[str], respelled: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, float]:
+        """Each memory's share of the query words' weight (memory/ranking.py `coverage`); a
+        misspelt word counts as the words the keyword side read it as (`respelled`)."""
         terms = query_terms(query)
         if not memory_ids or not terms:
             return {}
-        size, counts, held = await self.store.term_matches(user_id, terms, memory_ids)
+        size, counts, held = await self.store.term_matches(user_id, terms, memory_ids, respelled)
         weights = {t: term_weight(counts.get(t, 0), size) for t in terms}
         return {m: coverage(weights, words) for m, words in held.items()}
 

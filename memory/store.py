@@ -609,14 +609,17 @@ class Store:
         return [(r["memory_id"], float(r["score"])) for r in rows]
 
     async def term_matches(
-        self, user_id: str, terms: Sequence[str], memory_ids: Sequence[str]
+        self, user_id: str, terms: Sequence[str], memory_ids: Sequence[str],
+        respelled: Mapping[str, Sequence[str]] | None = None,
     ) -> tuple[int, dict[str, int], dict[str, set[str]]]:
         """For relevance (memory/ranking.py): the number of memories in the user's keyword
         index, how many hold each of `terms` (counted up to half of them + 1, as the keyword
-        search counts common words), and which of `terms` each of `memory_ids` holds. Call it
-        after a keyword search, which brings the index up to date."""
+        search counts common words), and which of `terms` each of `memory_ids` holds; a term no
+        memory holds stands for its `respelled` words (hybrid). Call it after a keyword search,
+        which brings the index up to date."""
         return await _in_thread(
-            self._reader, keyword_search.term_matches, self._backend.state, user_id, list(terms), list(memory_ids), self._index_stats.get(user_id)
+            self._reader, keyword_search.term_matches, self._backend.state, user_id, list(terms), list(memory_ids),
+            self._index_stats.get(user_id), respelled,
         )
 
     async def _keyword_rows(

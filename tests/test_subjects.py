@@ -120,6 +120,10 @@ async def test_hybrids_keyword_side_respells_only_unknown_words(tmp_path) -> Non
         assert await store.keyword_ranked("ava", "persue", limit=5) == []
         found = await store.keyword_ranked("ava", "persue", limit=5, respelled=timeline.respelled("persue"))
         assert [m for m, _ in found][:1] == [pursue.memory_id]  # its neighbour follows (memory/keyword_index.py)
+        # Relevance's coverage reads the word as the ranking did: "persue" is held where "pursue" is.
+        size, counts, held = await store.term_matches("ava", ["persue"], [pursue.memory_id], timeline.respelled("persue"))
+        assert counts == {"persue": 1} and held == {pursue.memory_id: {"persue"}}
+        assert (await store.term_matches("ava", ["persue"], [pursue.memory_id]))[1:] == ({"persue": 0}, {pursue.memory_id: set()})
     finally:
         await store.close()
 
